@@ -1,0 +1,240 @@
+"""Flower ClientApp: each node keeps its own student and trains it by distillation.
+
+Handlers map Flower Messages onto the pure functions of :mod:`fedkd.training`:
+
+* ``train``: distil on the received soft targets + cross-entropy on private data, reply
+  with logits on the same proxy rows, train losses and test accuracy.
+* ``evaluate``: test accuracy of the current student.
+* ``query``: partition id, private data size and class histogram (never the data).
+* ``query.local_only``: train a fresh student on private data only (baseline).
+
+The student and its optimizer state persist in ``context.state`` between rounds.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedkd import keys
+from fedkd.config import DataConfig, FedkdConfig, load_config
+from fedkd.data import client_partitions, make_splits
+from fedkd.models import build_model
+from fedkd.training import evaluate, fit_distill, fit_supervised, make_optimizer, predict_logits
+
+app = ClientApp()
+
+_STATE_KEY = "fedkd-student"
+
+
+def config_from_run_config(run_config: dict[str, object]) -> FedkdConfig:
+    """Resolve the fedkd config carried by a Flower run config.
+
+    In-process engines pass the resolved config as JSON (``fedkd-config-json``); ``flwr run``
+    passes a TOML path (``config``, absolute or relative to the app directory) and
+    ``overrides`` (``;``-separated ``dotted.key=value``).
+    """
+    blob = run_config.get(keys.RUN_CONFIG_JSON)
+    if blob:
+        return _config_from_json(str(blob))
+    path = Path(str(run_config.get(keys.RUN_CONFIG_PATH, "simulations/quickstart.toml")))
+    if not path.is_absolute() and not path.is_file():
+        path = Path(__file__).resolve().parents[1] / path
+    overrides = [o for o in str(run_config.get(keys.RUN_OVERRIDES, "")).split(";") if o.strip()]
+    return load_config(path, overrides)
+
+
+@functools.lru_cache(maxsize=8)
+def _config_from_json(blob: str) -> FedkdConfig:
+    return FedkdConfig.model_validate(json.loads(blob))
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Tensors every client of a run shares: proxy inputs, test set, shapes."""
+
+    x_proxy: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def _shared(cfg: FedkdConfig) -> _Shared:
+    return _shared_data(cfg.data, cfg.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_data(data: DataConfig, seed: int) -> _Shared:
+    splits = make_splits(data, seed)
+    x_test, y_test = splits.xy("test")
+    return _Shared(
+        torch.from_numpy(splits.data.x[splits.proxy]),
+        torch.from_numpy(x_test),
+        torch.from_numpy(y_test),
+        splits.data.input_shape,
+        splits.data.num_classes,
+    )
+
+
+def _private_data(cfg: FedkdConfig, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)[partition_id]
+    data = make_splits(cfg.data, cfg.seed).data
+    return torch.from_numpy(data.x[idx]), torch.from_numpy(data.y[idx])
+
+
+def _partition_id(context: Context, cfg: FedkdConfig) -> int:
+    pid = int(context.node_config[keys.NODE_PARTITION_ID])
+    if not 0 <= pid < cfg.num_clients:
+        raise ValueError(f"partition-id {pid} outside 0..{cfg.num_clients - 1}")
+    return pid
+
+
+def _fresh_student(cfg: FedkdConfig, shared: _Shared, partition_id: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(cfg.seed, partition_id, 0, 2))
+        return build_model(cfg.student.model, shared.input_shape, shared.num_classes)
+
+
+def _load_student(
+    context: Context, cfg: FedkdConfig, shared: _Shared, partition_id: int
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = _fresh_student(cfg, shared, partition_id)
+    opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
+    if _STATE_KEY in context.state:
+        blob = context.state.config_records[_STATE_KEY]["blob"]
+        state = torch.load(io.BytesIO(blob), weights_only=True)  # type: ignore[arg-type]
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+    return model, opt
+
+
+def _save_student(context: Context, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    context.state[_STATE_KEY] = ConfigRecord({"blob": buf.getvalue()})
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _generator(cfg: FedkdConfig, partition_id: int, server_round: int, tag: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(cfg.seed, partition_id, server_round, tag))
+
+
+def _setup(context: Context) -> tuple[FedkdConfig, _Shared, int]:
+    cfg = config_from_run_config(dict(context.run_config))
+    torch.set_num_threads(cfg.threads)
+    return cfg, _shared(cfg), _partition_id(context, cfg)
+
+
+def _reply(msg: Message, metrics: dict[str, float | int | list[int]], arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
+    if arrays is not None:
+        content[keys.REPLY_LOGITS] = arrays
+    return Message(content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Distil the student on the received soft targets plus private cross-entropy."""
+    cfg, shared, pid = _setup(context)
+    targets = msg.content.array_records[keys.TARGETS]
+    proxy_idx = torch.from_numpy(targets[keys.PROXY_IDX].numpy().astype(np.int64))
+    soft = torch.from_numpy(targets[keys.LOGITS].numpy().astype(np.float32))
+    conf = msg.content.config_records[keys.CONFIG]
+    rnd = int(conf[keys.SERVER_ROUND])  # type: ignore[arg-type]
+    if proxy_idx.ndim != 1 or len(soft) != len(proxy_idx) or soft.shape[-1] != shared.num_classes:
+        raise ValueError(f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}")
+    x_local, y_local = _private_data(cfg, pid)
+    model, opt = _load_student(context, cfg, shared, pid)
+    for group in opt.param_groups:
+        group["lr"] = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
+    x_proxy = shared.x_proxy[proxy_idx]
+    stats = fit_distill(
+        model,
+        opt,
+        x_local,
+        y_local,
+        x_proxy,
+        soft,
+        epochs=int(conf.get(keys.LOCAL_EPOCHS, cfg.distill.local_epochs)),  # type: ignore[arg-type]
+        batch_size=cfg.distill.batch_size,
+        temperature=float(conf.get(keys.TEMPERATURE, cfg.distill.temperature)),  # type: ignore[arg-type]
+        alpha=float(conf.get(keys.ALPHA, cfg.distill.alpha)),  # type: ignore[arg-type]
+        gen=_generator(cfg, pid, rnd, 0),
+        loss=cfg.distill.loss,
+    )
+    _save_student(context, model, opt)
+    logits = predict_logits(model, x_proxy).numpy().astype(np.float32)
+    acc = evaluate(model, shared.x_test, shared.y_test)
+    return _reply(
+        msg,
+        {
+            keys.NUM_EXAMPLES: len(y_local),
+            keys.PARTITION_ID: pid,
+            keys.TRAIN_LOSS: stats.loss,
+            keys.DISTILL_LOSS: stats.distill_loss,
+            keys.CE_LOSS: stats.ce_loss,
+            keys.TEST_ACCURACY: acc,
+        },
+        ArrayRecord({keys.LOGITS: Array(logits)}),
+    )
+
+
+@app.evaluate()
+def evaluate_student(msg: Message, context: Context) -> Message:
+    """Test accuracy of the current student (a fresh student before any training)."""
+    cfg, shared, pid = _setup(context)
+    model, _ = _load_student(context, cfg, shared, pid)
+    return _reply(
+        msg,
+        {
+            keys.NUM_EXAMPLES: len(shared.y_test),
+            keys.PARTITION_ID: pid,
+            keys.TEST_ACCURACY: evaluate(model, shared.x_test, shared.y_test),
+        },
+    )
+
+
+@app.query()
+def query_info(msg: Message, context: Context) -> Message:
+    """Partition id, private data size and class histogram (counts only, never data)."""
+    cfg, shared, pid = _setup(context)
+    _, y_local = _private_data(cfg, pid)
+    hist = np.bincount(y_local.numpy(), minlength=shared.num_classes).astype(int).tolist()
+    return _reply(
+        msg,
+        {keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: len(y_local), keys.CLASS_HISTOGRAM: hist},
+    )
+
+
+@app.query("local_only")
+def query_local_only(msg: Message, context: Context) -> Message:
+    """Baseline: a fresh student trained on private data only; its test accuracy."""
+    cfg, shared, pid = _setup(context)
+    epochs = int(msg.content.config_records[keys.CONFIG][keys.BASELINE_EPOCHS])  # type: ignore[arg-type]
+    x_local, y_local = _private_data(cfg, pid)
+    model = _fresh_student(cfg, shared, pid)
+    opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
+    fit_supervised(
+        model, opt, x_local, y_local, epochs=epochs, batch_size=cfg.distill.batch_size,
+        gen=_generator(cfg, pid, 0, 1),
+    )
+    return _reply(
+        msg,
+        {
+            keys.PARTITION_ID: pid,
+            keys.NUM_EXAMPLES: len(y_local),
+            keys.LOCAL_ONLY_ACCURACY: evaluate(model, shared.x_test, shared.y_test),
+        },
+    )

@@ -1,0 +1,372 @@
+"""Run configuration: pydantic v2 models (frozen, ``extra="forbid"``), TOML in, object out.
+
+Every field carries a description; ``fedkd config --schema`` prints them all and
+``docs/config.md`` is generated from the same models.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fedkd.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Size = float | int
+
+
+class DataConfig(_Section):
+    """Dataset and its disjoint splits."""
+
+    name: str = Field(
+        "mnist1d",
+        description="'mnist1d' (generated offline, cached under $FEDKD_CACHE) or "
+        "'npz:PATH' (a file with 'x' of shape (N, features) or (N, channels, length) "
+        "and integer labels 'y').",
+    )
+    num_samples: int = Field(
+        20000, ge=100, description="mnist1d only: samples to generate (train + test pooled)."
+    )
+    teacher_size: Size = Field(
+        0.4, gt=0, description="Labeled teacher-train split: a fraction (< 1) or a count."
+    )
+    proxy_size: Size = Field(
+        0.2, gt=0, description="Public proxy split (labels never used by students)."
+    )
+    client_pool_size: Size = Field(
+        0.2, gt=0, description="Private data shared out among clients by the partitioner."
+    )
+    test_size: Size = Field(0.2, gt=0, description="Held-out test split for all accuracies.")
+    normalize: bool = Field(
+        True, description="Standardise features with the teacher split's mean and std."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from fedkd.data import DATASET_REGISTRY
+
+        base = v.split(":", 1)[0]
+        if base not in DATASET_REGISTRY:
+            raise ValueError(
+                f"unknown dataset; allowed: {', '.join(sorted(DATASET_REGISTRY))}, npz:PATH"
+            )
+        if base == "npz" and not v[4:]:
+            raise ValueError("npz needs a path: npz:PATH")
+        return v
+
+
+class PartitionConfig(_Section):
+    """How the client pool is split among clients (flwr-datasets partitioners)."""
+
+    kind: Literal["iid", "dirichlet", "classes"] = Field(
+        "dirichlet",
+        description="'iid', 'dirichlet' (label skew with concentration alpha) or "
+        "'classes' (each client holds classes_per_client labels).",
+    )
+    alpha: float = Field(
+        0.3, gt=0, description="Dirichlet concentration; smaller is more skewed (0.05-100)."
+    )
+    classes_per_client: int = Field(2, ge=1, description="'classes' partitioner only.")
+    min_size: int = Field(
+        4,
+        ge=1,
+        description="Every client ends with at least this many samples: if the "
+        "partitioner leaves a client smaller, samples move to it from the largest clients.",
+    )
+
+
+class TeachersConfig(_Section):
+    """Server-side teachers, trained on the teacher split (cached by config hash)."""
+
+    count: int = Field(3, ge=0, le=64, description="Number of teachers (0 = teacher-free).")
+    models: list[str] = Field(
+        default_factory=lambda: ["cnn:width=32"],
+        min_length=1,
+        description="Model specs, cycled over the teachers (e.g. ['cnn:width=32', "
+        "'mlp:width=256']).",
+    )
+    epochs: int = Field(20, ge=1, description="Training epochs per teacher.")
+    lr: float = Field(1e-2, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(128, ge=1, description="Mini-batch size.")
+    bootstrap: bool = Field(
+        True, description="Train each teacher on a different bootstrap of the split."
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="Path to a .pt file saved by fedkd (list of state dicts); loads "
+        "teachers instead of training.",
+    )
+    cache: bool = Field(True, description="Reuse teachers trained by an earlier run.")
+
+
+class StudentConfig(_Section):
+    """The clients' student model."""
+
+    model: str = Field("cnn:width=8", description="Model spec of every client's student.")
+
+
+class StrategyConfig(_Section):
+    """Server strategy: who is sampled, which soft targets are sent."""
+
+    name: str = Field("multi_teacher", description="Registered strategy name.")
+    fusion: str = Field(
+        "mean",
+        description="Teacher ensemble rule: 'mean' (mean of logits), 'mean_probs' (mean "
+        "of probabilities at distill.temperature), 'accuracy_weighted' (logits weighted "
+        "by each teacher's accuracy on the teacher split).",
+    )
+    fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of clients sampled per round, in (0, 1]."
+    )
+    min_clients: int = Field(1, ge=1, description="Sample at least this many clients.")
+    proxy_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of the proxy set whose soft targets are sent each round "
+        "(a fresh seeded subset per round).",
+    )
+    max_reply_bytes: int = Field(
+        64 * 2**20, ge=1, description="Replies larger than this are rejected."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from fedkd.strategies import STRATEGY_REGISTRY
+
+        if v not in STRATEGY_REGISTRY:
+            raise ValueError(f"unknown strategy; allowed: {', '.join(sorted(STRATEGY_REGISTRY))}")
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, v: str) -> str:
+        from fedkd.strategies.fusion import FUSION_REGISTRY
+
+        if v not in FUSION_REGISTRY:
+            raise ValueError(f"unknown fusion; allowed: {', '.join(sorted(FUSION_REGISTRY))}")
+        return v
+
+
+class DistillConfig(_Section):
+    """Client-side training: ``alpha * distill(proxy) + (1 - alpha) * CE(private)``."""
+
+    loss: str = Field("response", description="Registered distillation loss name.")
+    temperature: float = Field(4.0, gt=0, description="Softening temperature T > 0.")
+    alpha: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Weight of the distillation term in [0, 1]; 1 - alpha weighs the "
+        "cross-entropy on private data.",
+    )
+    local_epochs: int = Field(4, ge=1, description="Epochs per round (passes over the proxy).")
+    batch_size: int = Field(64, ge=1, description="Proxy and private batch size.")
+    lr: float = Field(1e-2, gt=0, description="Client learning rate.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Client optimizer; its state persists across rounds."
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        from fedkd.losses import LOSS_REGISTRY
+
+        if v not in LOSS_REGISTRY:
+            raise ValueError(f"unknown loss; allowed: {', '.join(sorted(LOSS_REGISTRY))}")
+        return v
+
+
+class EvaluateConfig(_Section):
+    """Federated evaluation of the students on the test split."""
+
+    every: int = Field(1, ge=1, description="Evaluate every N rounds (the last always).")
+    fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of clients evaluated (the last round: all)."
+    )
+
+
+class BaselinesConfig(_Section):
+    """Baselines computed in the same run."""
+
+    local_only: bool = Field(
+        True,
+        description="Each client trains the same student on its private data only, for "
+        "rounds x local_epochs epochs; reported as baselines.local_only_accuracy_mean.",
+    )
+
+
+class FedkdConfig(_Section):
+    """A fedkd run."""
+
+    name: str = Field("fedkd", description="Run name, used in output folder names.")
+    seed: int = Field(0, ge=0, description="Seed of everything (data, models, sampling).")
+    engine: str = Field(
+        "inprocess", description="Transport for Flower Messages: 'inprocess' (default)."
+    )
+    num_clients: int = Field(20, ge=1, le=1_000_000, description="Number of clients.")
+    rounds: int = Field(10, ge=1, description="Federated rounds.")
+    threads: int = Field(
+        1, ge=1, description="torch intra-op threads (1 is fastest for small models)."
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    teachers: TeachersConfig = Field(default_factory=TeachersConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from fedkd.engines import ENGINE_REGISTRY
+
+        if v not in ENGINE_REGISTRY:
+            raise ValueError(f"unknown engine; allowed: {', '.join(sorted(ENGINE_REGISTRY))}")
+        return v
+
+    def to_json(self) -> str:
+        """Resolved configuration as JSON (what ``config.json`` holds)."""
+        return self.model_dump_json(indent=2)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError, data: dict[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent = _section_for(first["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "?"
+        where = f"[{'.'.join(map(str, first['loc'][:-1]))}]" if len(first["loc"]) > 1 else "top level"
+        return f"unknown config key '{loc}'; allowed at {where}: {allowed}"
+    value = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"invalid config value {loc}={value!r}: {msg}"
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = FedkdConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def validate_config(data: dict[str, Any]) -> FedkdConfig:
+    """Validate a nested dict into a :class:`FedkdConfig` or raise :class:`ConfigError`."""
+    try:
+        return FedkdConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, data)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, with one-line errors for missing or broken files."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {p} is not valid TOML: {err}") from None
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override value as a TOML value; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a nested config dict (returns a copy).
+
+    Values are parsed as TOML (``3``, ``0.5``, ``true``, ``["a", "b"]``); anything that is
+    not valid TOML is taken as a string, so ``--set data.name=npz:/tmp/x.npz`` works.
+    Pydantic then coerces and validates the types.
+    """
+    out: dict[str, Any] = json.loads(json.dumps(data))
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"malformed override '{item}'; use dotted.key=value")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a table")
+            node = child
+        node[parts[-1]] = _parse_value(raw.strip())
+    return out
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | FedkdConfig | None = None,
+    overrides: list[str] | None = None,
+) -> FedkdConfig:
+    """Load a config from a TOML path, a dict or a config object, then apply overrides.
+
+    Parameters
+    ----------
+    source : path, dict, FedkdConfig or None
+        ``None`` gives all defaults.
+    overrides : list of str
+        ``dotted.key=value`` strings, as ``fedkd run --set``.
+    """
+    if isinstance(source, FedkdConfig):
+        data: dict[str, Any] = source.model_dump()
+    elif isinstance(source, dict):
+        data = source
+    elif source is None:
+        data = {}
+    else:
+        data = read_toml(source)
+    return validate_config(apply_overrides(data, overrides or []))
+
+
+def schema_markdown() -> str:
+    """Markdown reference of every config key, its type, default and description."""
+    lines = ["# fedkd configuration reference", "",
+             "Generated from `fedkd/config.py` by `fedkd config --markdown`.", ""]
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        title = f"`[{prefix}]`" if prefix else "top level"
+        lines.extend([f"## {title}", "", (model.__doc__ or "").strip(), "",
+                      "| key | type | default | description |", "|---|---|---|---|"])
+        subs = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                subs.append((ann, f"{prefix}.{name}" if prefix else name))
+                continue
+            default = field.get_default(call_default_factory=True)
+            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            key = f"{prefix}.{name}" if prefix else name
+            lines.append(f"| `{key}` | {type_name} | `{json.dumps(default)}` | "
+                         f"{field.description or ''} |")
+        lines.append("")
+        for sub, p in subs:
+            section(sub, p)
+
+    section(FedkdConfig, "")
+    return "\n".join(lines)

@@ -1,0 +1,333 @@
+"""Datasets (offline only), disjoint splits and client partitioners.
+
+* ``mnist1d``: generated with ``mnist1d.data.make_dataset`` (never the downloading
+  helper) and cached as ``$FEDKD_CACHE/mnist1d-<samples>-<seed>.npz``.
+* ``npz:PATH``: a user's file with ``x`` of shape (N, features) or (N, channels, length)
+  and integer labels ``y``.
+
+Splits (teacher-train / proxy / client pool / test) are disjoint and seeded. The client
+pool is partitioned with flwr-datasets partitioners; every client keeps at least
+``partition.min_size`` samples (see :func:`partition_clients`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedkd.errors import DataError
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedkd.config import DataConfig, PartitionConfig
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features ``x`` (float32) and integer labels ``y`` of one dataset."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample."""
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """``max(y) + 1``."""
+        return int(self.y.max()) + 1
+
+
+DatasetLoader = Callable[[str, "DataConfig", int], Dataset]
+DATASET_REGISTRY: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register a dataset loader ``fn(arg, data_config, seed) -> Dataset`` under ``name``.
+
+    ``data.name = "name"`` or ``"name:arg"`` selects it; ``arg`` is the text after the colon.
+    """
+
+    def decorator(fn: DatasetLoader) -> DatasetLoader:
+        DATASET_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def cache_dir() -> Path:
+    """``$FEDKD_CACHE`` or ``~/.cache/fedkd`` (created)."""
+    path = Path(os.environ.get("FEDKD_CACHE", Path.home() / ".cache" / "fedkd"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+@register_dataset("mnist1d")
+def load_mnist1d(_arg: str, cfg: DataConfig, seed: int) -> Dataset:
+    """MNIST-1D generated offline (``make_dataset``), train and test pooled, cached."""
+    path = cache_dir() / f"mnist1d-{cfg.num_samples}-{seed}.npz"
+    if not path.is_file():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = cfg.num_samples
+        args.seed = seed
+        ds = make_dataset(args)
+        x = np.concatenate([ds["x"], ds["x_test"]]).astype(np.float32)
+        y = np.concatenate([ds["y"], ds["y_test"]]).astype(np.int64)
+        _atomic_save_npz(path, x=x, y=y)
+    with np.load(path) as f:
+        return Dataset(f["x"], f["y"])
+
+
+@register_dataset("npz")
+def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
+    """A user's ``.npz`` with ``x`` (N, F) or (N, C, L) and integer labels ``y`` (N,)."""
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.name=npz:{arg}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"data.name=npz:{arg}: missing array(s) {', '.join(missing)}; the file "
+                    f"has {', '.join(f.files) or 'none'}; need 'x' and 'y'"
+                )
+            x, y = f["x"], f["y"]
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error
+        raise DataError(f"data.name=npz:{arg}: not a readable .npz file ({err})") from None
+    if x.ndim not in (2, 3):
+        raise DataError(
+            f"data.name=npz:{arg}: x has shape {x.shape}; allowed: (N, features) or "
+            "(N, channels, length)"
+        )
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(
+            f"data.name=npz:{arg}: y has shape {y.shape} but x has {len(x)} samples; "
+            "need y of shape (N,)"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise DataError(
+                f"data.name=npz:{arg}: y has dtype {y.dtype}; labels must be integers"
+            )
+    if len(y) and y.min() < 0:
+        raise DataError(f"data.name=npz:{arg}: labels must be >= 0, found {y.min()}")
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise DataError(f"data.name=npz:{arg}: x must be finite numbers")
+    return Dataset(x.astype(np.float32), y.astype(np.int64))
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    """Load the dataset ``cfg.name`` (cached in process)."""
+    base, _, arg = cfg.name.partition(":")
+    return DATASET_REGISTRY[base](arg, cfg, seed)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Disjoint index arrays into the dataset, plus the normalised data."""
+
+    data: Dataset
+    teacher: np.ndarray
+    proxy: np.ndarray
+    clients: np.ndarray
+    test: np.ndarray
+
+    def xy(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of split ``part``."""
+        idx = getattr(self, part)
+        return self.data.x[idx], self.data.y[idx]
+
+
+def _resolve_sizes(cfg: DataConfig, n: int) -> list[int]:
+    raw = [cfg.teacher_size, cfg.proxy_size, cfg.client_pool_size, cfg.test_size]
+    names = ["teacher_size", "proxy_size", "client_pool_size", "test_size"]
+    sizes = []
+    for name, s in zip(names, raw, strict=True):
+        if isinstance(s, float) and s < 1:
+            sizes.append(int(round(s * n)))
+        elif float(s).is_integer():
+            sizes.append(int(s))
+        else:
+            raise DataError(f"data.{name}={s}: use a fraction in (0, 1) or a whole count")
+    if sum(sizes) > n:
+        raise DataError(
+            f"data splits need {sum(sizes)} samples ({dict(zip(names, sizes, strict=True))}) "
+            f"but the dataset has {n}; lower the sizes"
+        )
+    for name, s in zip(names, sizes, strict=True):
+        if s < 1:
+            raise DataError(f"data.{name} gives an empty split for {n} samples")
+    return sizes
+
+
+@functools.lru_cache(maxsize=4)
+def make_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Seeded disjoint teacher / proxy / client-pool / test splits of the dataset.
+
+    With ``cfg.normalize``, features are standardised with the teacher split's statistics
+    (a server-side fact, shared with clients as part of the public recipe).
+    """
+    ds = load_dataset(cfg, seed)
+    sizes = _resolve_sizes(cfg, len(ds.y))
+    perm = np.random.default_rng([seed, 1]).permutation(len(ds.y))
+    cuts = np.cumsum(sizes)
+    teacher, proxy, clients, test = (
+        perm[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)
+    )
+    x = ds.x
+    if cfg.normalize:
+        ref = x[teacher]
+        x = ((x - ref.mean()) / (ref.std() + 1e-8)).astype(np.float32)
+    return Splits(Dataset(x, ds.y), teacher, proxy, clients, test)
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def _flwr_partitions(labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int,
+                     min_partition_size: int) -> list[np.ndarray]:
+    from datasets import Dataset as HFDataset
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        PathologicalPartitioner,
+    )
+
+    if cfg.kind == "iid":
+        part = IidPartitioner(num_partitions=num_clients)
+    elif cfg.kind == "dirichlet":
+        part = DirichletPartitioner(
+            num_partitions=num_clients,
+            partition_by="label",
+            alpha=cfg.alpha,
+            min_partition_size=min_partition_size,
+            self_balancing=False,
+            shuffle=True,
+            seed=seed,
+        )
+    else:
+        part = PathologicalPartitioner(
+            num_partitions=num_clients,
+            partition_by="label",
+            num_classes_per_partition=cfg.classes_per_client,
+            class_assignment_mode="random",
+            shuffle=True,
+            seed=seed,
+        )
+    part.dataset = HFDataset.from_dict(
+        {"label": labels.tolist(), "row": list(range(len(labels)))}
+    )
+    return [np.asarray(part.load_partition(i)["row"], dtype=np.int64) for i in range(num_clients)]
+
+
+def _ensure_min_size(parts: list[np.ndarray], min_size: int, seed: int) -> list[np.ndarray]:
+    """Move random samples from the largest clients to clients below ``min_size``."""
+    rng = np.random.default_rng([seed, 2])
+    parts = [p.copy() for p in parts]
+    for i in range(len(parts)):
+        while len(parts[i]) < min_size:
+            donor = int(np.argmax([len(p) for p in parts]))
+            if len(parts[donor]) <= min_size:
+                raise DataError("client pool too small for partition.min_size")
+            take = rng.integers(len(parts[donor]))
+            parts[i] = np.append(parts[i], parts[donor][take])
+            parts[donor] = np.delete(parts[donor], take)
+    return parts
+
+
+def partition_clients(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
+) -> list[np.ndarray]:
+    """Split positions ``0..len(labels)-1`` among ``num_clients`` clients.
+
+    Uses flwr-datasets (``IidPartitioner``, ``DirichletPartitioner``,
+    ``PathologicalPartitioner``). Dirichlet partitioning at small alpha often cannot
+    give every client ``min_size`` samples within its retry budget; fedkd then partitions
+    with no minimum and moves single random samples from the largest clients to the
+    clients below ``cfg.min_size``. The result is a partition: disjoint, covering, seeded.
+    """
+    if len(labels) < num_clients * cfg.min_size:
+        raise DataError(
+            f"client pool has {len(labels)} samples, fewer than num_clients x "
+            f"partition.min_size = {num_clients} x {cfg.min_size}; raise "
+            "data.client_pool_size or lower num_clients"
+        )
+    if cfg.kind == "classes" and cfg.classes_per_client > int(labels.max()) + 1:
+        raise DataError(
+            f"partition.classes_per_client={cfg.classes_per_client} exceeds the "
+            f"{int(labels.max()) + 1} classes of the dataset"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Dirichlet retry warnings are handled here
+        try:
+            parts = _flwr_partitions(labels, num_clients, cfg, seed, cfg.min_size)
+        except ValueError:
+            parts = _flwr_partitions(labels, num_clients, cfg, seed, 0)
+    return _ensure_min_size(parts, cfg.min_size, seed)
+
+
+def _partition_cache_key(data: DataConfig, part: PartitionConfig, n: int, seed: int) -> str:
+    blob = json.dumps([data.model_dump(), part.model_dump(), n, seed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def client_partitions(
+    data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    """Dataset indices of every client's private data (cached in process and on disk)."""
+    splits = make_splits(data, seed)
+    path = cache_dir() / "partitions" / f"{_partition_cache_key(data, part, num_clients, seed)}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            flat, offsets = f["flat"], f["offsets"]
+    else:
+        pos = partition_clients(splits.data.y[splits.clients], num_clients, part, seed)
+        flat = np.concatenate(pos)
+        offsets = np.cumsum([0] + [len(p) for p in pos])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save_npz(path, flat=flat, offsets=offsets)
+    return tuple(
+        splits.clients[flat[offsets[i] : offsets[i + 1]]] for i in range(num_clients)
+    )
+
+
+def partition_report(
+    data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
+) -> list[dict[str, object]]:
+    """Per client: ``size`` and class ``histogram`` (for ``partition.json``)."""
+    splits = make_splits(data, seed)
+    k = splits.data.num_classes
+    return [
+        {
+            "client": i,
+            "size": int(len(idx)),
+            "histogram": np.bincount(splits.data.y[idx], minlength=k).tolist(),
+        }
+        for i, idx in enumerate(client_partitions(data, part, num_clients, seed))
+    ]

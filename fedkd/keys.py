@@ -1,0 +1,41 @@
+"""Every record and config key that crosses the wire, as constants."""
+
+# Message content (server -> client)
+TARGETS = "targets"  # ArrayRecord: soft targets on a proxy subset
+LOGITS = "logits"  # Array inside TARGETS / REPLY_LOGITS: (P, C) float32 logits
+PROXY_IDX = "proxy-idx"  # Array inside TARGETS: (P,) int64 positions in the proxy split
+CONFIG = "config"  # ConfigRecord: per-round hyperparameters
+
+# Per-round config keys
+SERVER_ROUND = "server-round"
+LOCAL_EPOCHS = "local-epochs"
+TEMPERATURE = "temperature"
+ALPHA = "alpha"
+LR = "lr"
+BASELINE_EPOCHS = "baseline-epochs"
+
+# Reply content (client -> server)
+REPLY_LOGITS = "proxy-logits"  # ArrayRecord with LOGITS
+METRICS = "metrics"  # MetricRecord
+NUM_EXAMPLES = "num-examples"
+PARTITION_ID = "partition-id"
+TRAIN_LOSS = "train-loss"
+DISTILL_LOSS = "distill-loss"
+CE_LOSS = "ce-loss"
+TEST_ACCURACY = "test-accuracy"
+LOCAL_ONLY_ACCURACY = "local-only-accuracy"
+CLASS_HISTOGRAM = "class-histogram"
+
+# Node config keys (set by the simulation engines or a SuperNode's --node-config)
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"
+
+# Run config keys (pyproject [tool.flwr.app.config] or the in-process engine)
+RUN_CONFIG_JSON = "fedkd-config-json"  # resolved config as JSON (in-process engine)
+RUN_CONFIG_PATH = "config"  # TOML path relative to the app directory (flwr run)
+RUN_OVERRIDES = "overrides"  # ';'-separated dotted.key=value overrides (flwr run)
+RUN_OUT = "out"  # output directory of the ServerApp (flwr run)
+
+# Message actions
+QUERY_INFO = "query"  # client reports partition id, size and class histogram
+QUERY_LOCAL_ONLY = "query.local_only"  # client trains the local-only baseline

@@ -1,0 +1,46 @@
+"""Distillation losses, one small module per loss, and a registry to select them by name.
+
+A *distillation loss* in the registry maps ``(student_logits, teacher_targets, temperature)``
+on a proxy batch to a scalar. Clients combine it with cross-entropy on their private batch as
+``alpha * distill + (1 - alpha) * CE`` (``alpha`` = weight of the distillation term).
+
+Add your own from any module and select it with ``distill.loss = "name"``::
+
+    @fedkd.register_loss("mse")
+    def mse(student_logits, teacher_logits, temperature):
+        return ((student_logits - teacher_logits) ** 2).mean()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from fedkd.losses.hinton import hinton_loss
+from fedkd.losses.soft_target import soft_target_loss
+
+DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+LOSS_REGISTRY: dict[str, DistillLoss] = {}
+
+
+def register_loss(name: str) -> Callable[[DistillLoss], DistillLoss]:
+    """Register a distillation loss under ``name`` for ``distill.loss``."""
+
+    def decorator(fn: DistillLoss) -> DistillLoss:
+        LOSS_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_loss(name: str) -> DistillLoss:
+    """Return the registered distillation loss ``name``."""
+    if name not in LOSS_REGISTRY:
+        raise KeyError(f"unknown loss '{name}'; allowed: {', '.join(sorted(LOSS_REGISTRY))}")
+    return LOSS_REGISTRY[name]
+
+
+register_loss("response")(soft_target_loss)
+
+__all__ = ["LOSS_REGISTRY", "get_loss", "hinton_loss", "register_loss", "soft_target_loss"]

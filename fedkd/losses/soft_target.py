@@ -1,0 +1,40 @@
+"""Soft-target (response-based) distillation loss of Hinton et al. (2015)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_target_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T**2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor of shape (N, C)
+        Logits (not probabilities). The teacher side is treated as a constant target
+        (detached), so gradients flow into the student only.
+    temperature : float
+        Softening temperature ``T > 0``. The ``T**2`` factor keeps gradient magnitudes
+        comparable across temperatures.
+
+    Returns
+    -------
+    Tensor
+        Scalar: the KL divergence *from the teacher to the student*, summed over classes
+        and divided by the batch size (``reduction="batchmean"``), times ``T**2``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    t = teacher_logits.detach()
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=-1),
+            F.log_softmax(t / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )

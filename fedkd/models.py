@@ -1,0 +1,166 @@
+"""Teacher and student model families, built from a spec string.
+
+A spec is ``family`` or ``family:key=value,key=value``, for example
+``cnn:width=32,depth=3`` or ``mlp:width=256,depth=2``. Families are registered with
+:func:`register_model`, so a researcher can add one from their own module::
+
+    @fedkd.register_model("tiny")
+    def tiny(input_shape, num_classes, width: int = 4) -> torch.nn.Module: ...
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from math import prod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+MODEL_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a model family under ``name`` (usable as ``name:key=value`` in specs).
+
+    The factory receives ``input_shape`` (tuple without the batch axis), ``num_classes``
+    and the keyword arguments of the spec.
+    """
+
+    def decorator(fn: ModelFactory) -> ModelFactory:
+        MODEL_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
+    """Split ``family:key=value,...`` into the family name and typed keyword arguments.
+
+    Raises
+    ------
+    ValueError
+        When the spec is malformed, names an unknown family or an unknown argument.
+    """
+    family, _, rest = spec.strip().partition(":")
+    if family not in MODEL_REGISTRY:
+        raise ValueError(
+            f"unknown model family '{family}'; allowed: {', '.join(sorted(MODEL_REGISTRY))}"
+        )
+    kwargs: dict[str, int | float | str] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"malformed model argument '{item}' in '{spec}'; use key=value")
+        kwargs[key.strip()] = _coerce(value.strip())
+    params = inspect.signature(MODEL_REGISTRY[family]).parameters
+    allowed = [p for p in params if p not in ("input_shape", "num_classes")]
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(
+                f"unknown argument '{key}' for model family '{family}'; allowed: "
+                f"{', '.join(allowed)}"
+            )
+    return family, kwargs
+
+
+def _coerce(value: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
+
+
+def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build a model from its spec for inputs of ``input_shape`` and ``num_classes``."""
+    family, kwargs = parse_spec(spec)
+    return MODEL_REGISTRY[family](input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class MatmulConv1d(nn.Module):
+    """1D convolution computed as unfold + matmul on channels-last tensors ``(N, L, C)``.
+
+    Same function class as ``nn.Conv1d`` (zero padding, stride); on CPU with the tiny
+    channel counts of edge students, it trains about twice as fast as ``nn.Conv1d``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int):
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        fan_in = in_ch * kernel
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(torch.empty(fan_in, out_ch).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_ch).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = F.pad(x, (0, 0, self.padding, self.padding))
+        windows = x.unfold(1, self.kernel, self.stride)  # (N, L', C, k)
+        return windows.flatten(2) @ self.weight + self.bias
+
+
+class CNN1D(nn.Module):
+    """1D convolutional classifier: ``depth`` conv blocks (kernel 5, ReLU), then a linear head.
+
+    The first ``min(depth, 2)`` blocks downsample by 2. Input ``(N, L)`` is treated as one
+    channel; ``(N, C, L)`` keeps its channels.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
+        super().__init__()
+        in_ch, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape[:2]
+        convs: list[nn.Module] = []
+        for i in range(depth):
+            stride = 2 if i < 2 else 1
+            convs.append(MatmulConv1d(in_ch, width, 5, stride, 2))
+            in_ch = width
+            length = (length + 2 * 2 - 5) // stride + 1
+        self.convs = nn.ModuleList(convs)
+        self.head = nn.Linear(width * length, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations of the last conv block, channels-last ``(N, L', width)``."""
+        x = x.unsqueeze(-1) if x.dim() == 2 else x.transpose(1, 2)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.head(self.features(x).flatten(1))
+
+
+@register_model("cnn")
+def cnn(
+    input_shape: tuple[int, ...], num_classes: int, width: int = 8, depth: int = 3
+) -> nn.Module:
+    """1D CNN with ``width`` channels per layer and ``depth`` conv layers."""
+    if width < 1 or depth < 1:
+        raise ValueError("cnn needs width >= 1 and depth >= 1")
+    if len(input_shape) not in (1, 2):
+        raise ValueError(f"cnn needs inputs of shape (L,) or (C, L), got {input_shape}")
+    return CNN1D(input_shape, num_classes, int(width), int(depth))
+
+
+@register_model("mlp")
+def mlp(
+    input_shape: tuple[int, ...], num_classes: int, width: int = 128, depth: int = 2
+) -> nn.Module:
+    """Multi-layer perceptron on flattened inputs: ``depth`` hidden layers of ``width``."""
+    if width < 1 or depth < 0:
+        raise ValueError("mlp needs width >= 1 and depth >= 0")
+    layers: list[nn.Module] = [nn.Flatten()]
+    in_f = prod(input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(in_f, int(width)), nn.ReLU()]
+        in_f = int(width)
+    layers.append(nn.Linear(in_f, num_classes))
+    return nn.Sequential(*layers)

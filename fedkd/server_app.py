@@ -1,0 +1,183 @@
+"""Flower ServerApp: builds teachers and the strategy, runs the rounds, writes results.
+
+:func:`run_server` is the whole server side; the ``ServerApp`` below only unpacks the
+Flower run config (for ``flwr run`` / a SuperLink), and :func:`fedkd.run` calls
+:func:`run_server` directly with an in-process engine's Grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedkd import keys
+from fedkd.client_app import config_from_run_config
+from fedkd.config import FedkdConfig
+from fedkd.data import make_splits
+from fedkd.plots import plot_accuracy, plot_client_histogram
+from fedkd.results import MetricsLog, RunResult, write_json
+from fedkd.strategies import STRATEGY_REGISTRY
+from fedkd.strategies.base import percentile
+from fedkd.teachers import build_teachers
+
+log = logging.getLogger("fedkd")
+
+app = ServerApp()
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def default_out_dir(cfg: FedkdConfig) -> Path:
+    """``runs/<name>-<timestamp>``."""
+    return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_server(
+    grid: Grid,
+    cfg: FedkdConfig,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run a whole fedkd experiment over ``grid`` and write the run directory.
+
+    Parameters
+    ----------
+    grid : Grid
+        Any Flower Grid: the in-process engine's, Flower's simulation or deployment grid.
+    cfg : FedkdConfig
+        Resolved configuration.
+    out_dir : path
+        Run directory (created).
+    progress : callable, optional
+        ``progress(event, info)`` with events ``status``, ``round``.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notify = progress or (lambda event, info: None)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    (out / "config.json").write_text(cfg.to_json() + "\n")
+
+    notify("status", {"text": "preparing data"})
+    splits = make_splits(cfg.data, cfg.seed)
+    teachers = build_teachers(cfg, progress=lambda s: notify("status", {"text": s}))
+    ens_acc = teachers.ensemble_accuracy(
+        splits.data.y[splits.test], cfg.strategy.fusion, cfg.distill.temperature
+    )
+    for spec, n, acc, hit in zip(teachers.specs, teachers.parameters, teachers.test_accuracy,
+                                 teachers.cached, strict=True):
+        log.info("teacher %s: %d parameters, test accuracy %.4f%s", spec, n, acc,
+                 " (cached)" if hit else "")
+    strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
+
+    notify("status", {"text": "discovering clients"})
+    strategy.discover(grid)
+    write_json(out / "partition.json", {
+        "kind": cfg.partition.kind,
+        "alpha": cfg.partition.alpha if cfg.partition.kind == "dirichlet" else None,
+        "clients": [{"client": p, **strategy.client_info[p]} for p in sorted(strategy.client_info)],
+    })
+
+    metrics = MetricsLog(out / "metrics.jsonl")
+    rows: list[dict[str, Any]] = []
+
+    def on_round(row: dict[str, Any]) -> None:
+        metrics.append(row)
+        rows.append(row)
+        notify("round", row)
+
+    notify("status", {"text": "federated rounds"})
+    strategy.start(grid, cfg.rounds, on_round=on_round)
+
+    local: dict[int, float] = {}
+    if cfg.baselines.local_only:
+        notify("status", {"text": "local-only baseline"})
+        local = strategy.local_only_baseline(grid, cfg.rounds * cfg.distill.local_epochs)
+
+    student_params = _student_parameters(cfg, splits)
+    final_accs = [strategy.latest_accuracy[p] for p in sorted(strategy.latest_accuracy)]
+    last = rows[-1] if rows else {}
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "strategy": cfg.strategy.name,
+        "fusion": cfg.strategy.fusion,
+        "engine": cfg.engine,
+        "num_clients": cfg.num_clients,
+        "clients_answering": len(strategy.node_of),
+        "rounds": cfg.rounds,
+        "seed": cfg.seed,
+        "dataset": {
+            "name": cfg.data.name,
+            "input_shape": list(splits.data.input_shape),
+            "num_classes": splits.data.num_classes,
+            "split_sizes": {p: int(len(getattr(splits, p))) for p in ("teacher", "proxy", "clients", "test")},
+        },
+        "final": {
+            "student_accuracy_mean": last.get("student_accuracy_mean"),
+            "student_accuracy_p10": last.get("student_accuracy_p10"),
+            "student_accuracy_min": last.get("student_accuracy_min"),
+            "student_accuracy_max": last.get("student_accuracy_max"),
+            "clients_evaluated": last.get("evaluated"),
+            "teacher_accuracy": ens_acc,
+            "teacher_accuracies": teachers.test_accuracy,
+        },
+        "baselines": {
+            "local_only_accuracy_mean": float(np.mean(list(local.values()))) if local else None,
+            "local_only_accuracy_p10": percentile(local.values(), 10),
+        },
+        "models": {
+            "teachers": [{"spec": s, "parameters": n} for s, n in zip(teachers.specs, teachers.parameters, strict=True)],
+            "student": {"spec": cfg.student.model, "parameters": student_params},
+        },
+        "communication": {
+            "bytes_down": strategy.traffic.total_down,
+            "bytes_up": strategy.traffic.total_up,
+            "by_phase_down": strategy.traffic.down,
+            "by_phase_up": strategy.traffic.up,
+            "counted": "protobuf size of every Message's RecordDict, as Flower serializes it",
+        },
+        "rejected_replies": len(strategy.rejections),
+        "rejections": strategy.rejections[:100],
+        "wall_time_s": time.perf_counter() - t0,
+        "virtual_time_s": None,
+        "privacy": {"mechanism": None, "epsilon": None, "delta": None},
+    }
+    write_json(out / "clients.json", [
+        {"client": p, **strategy.client_info.get(p, {}),
+         "final_accuracy": strategy.latest_accuracy.get(p), "local_only_accuracy": local.get(p)}
+        for p in sorted(strategy.node_of)
+    ])
+    plot_accuracy(rows, summary, out / "accuracy.png")
+    plot_client_histogram(final_accs, list(local.values()), out / "client_accuracy_hist.png")
+    summary["wall_time_s"] = time.perf_counter() - t0
+    write_json(out / "summary.json", summary)
+    return RunResult(summary=summary, metrics=rows, out_dir=out)
+
+
+def _student_parameters(cfg: FedkdConfig, splits: Any) -> int:
+    from fedkd.models import build_model, count_parameters
+
+    return count_parameters(build_model(cfg.student.model, splits.data.input_shape, splits.data.num_classes))
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """ServerApp entry point for ``flwr run`` and deployment (reads the run config)."""
+    cfg = config_from_run_config(dict(context.run_config))
+    out = str(context.run_config.get(keys.RUN_OUT, "")) or str(default_out_dir(cfg))
+    result = run_server(grid, cfg, out)
+    log.info("fedkd summary written to %s", Path(out) / "summary.json")
+    log.info("final student accuracy mean %s", result.summary["final"]["student_accuracy_mean"])

@@ -1,0 +1,154 @@
+"""Server-side teachers: trained on the teacher split (or loaded), cached by config hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedkd.config import FedkdConfig
+from fedkd.data import cache_dir, make_splits
+from fedkd.errors import ConfigError
+from fedkd.models import build_model, count_parameters
+from fedkd.training import accuracy, fit_supervised, make_optimizer, predict_logits
+
+log = logging.getLogger("fedkd")
+
+
+@dataclass(frozen=True)
+class TeacherBundle:
+    """What the server knows of its teachers.
+
+    ``proxy_logits`` is ``(K, P, C)``: each teacher's logits on the proxy split.
+    Accuracies are on the test split; ``train_accuracy`` on the teacher split.
+    """
+
+    specs: list[str]
+    parameters: list[int]
+    proxy_logits: np.ndarray
+    test_logits: np.ndarray
+    test_accuracy: list[float]
+    train_accuracy: list[float]
+    cached: list[bool]
+
+    @property
+    def count(self) -> int:
+        """Number of teachers."""
+        return len(self.specs)
+
+    def fusion_weights(self, fusion: str) -> np.ndarray | None:
+        """Per-teacher weights a fusion rule needs (accuracy on the teacher split)."""
+        return np.asarray(self.train_accuracy) if fusion == "accuracy_weighted" else None
+
+    def fused(self, logits: np.ndarray, fusion: str, temperature: float) -> np.ndarray:
+        """``fusion`` applied to per-teacher ``logits`` of shape (K, N, C)."""
+        from fedkd.strategies.fusion import FUSION_REGISTRY
+
+        return FUSION_REGISTRY[fusion](
+            logits, weights=self.fusion_weights(fusion), temperature=temperature
+        )
+
+    def ensemble_accuracy(self, y_test: np.ndarray, fusion: str, temperature: float) -> float | None:
+        """Test accuracy of the fused ensemble (``None`` without teachers)."""
+        if self.count == 0:
+            return None
+        pred = self.fused(self.test_logits, fusion, temperature).argmax(-1)
+        return float((pred == y_test).mean())
+
+
+def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
+    t = cfg.teachers
+    blob = json.dumps(
+        [cfg.data.model_dump(), cfg.seed, spec, index, t.epochs, t.lr, t.batch_size,
+         t.bootstrap, torch.__version__],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _train_one(cfg: FedkdConfig, index: int, spec: str, shape: tuple[int, ...], k: int,
+               x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    t = cfg.teachers
+    seed = int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec, shape, k)
+    if t.bootstrap:
+        rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(x), len(x)))
+        x, y = x[rows], y[rows]
+    opt = make_optimizer("adam", list(model.parameters()), t.lr)
+    fit_supervised(model, opt, x, y, epochs=t.epochs, batch_size=t.batch_size,
+                   gen=torch.Generator().manual_seed(seed))
+    return model
+
+
+def build_teachers(
+    cfg: FedkdConfig, progress: Callable[[str], None] | None = None
+) -> TeacherBundle:
+    """Train (or load from ``teachers.checkpoint`` or the cache) ``teachers.count`` teachers."""
+    splits = make_splits(cfg.data, cfg.seed)
+    shape, k = splits.data.input_shape, splits.data.num_classes
+    xt, yt = (torch.from_numpy(a) for a in splits.xy("teacher"))
+    xs, ys = (torch.from_numpy(a) for a in splits.xy("test"))
+    xp = torch.from_numpy(splits.data.x[splits.proxy])
+    t = cfg.teachers
+    specs = [t.models[i % len(t.models)] for i in range(t.count)]
+    loaded: list[dict[str, torch.Tensor]] | None = None
+    if t.checkpoint:
+        path = Path(t.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"teachers.checkpoint={t.checkpoint!r}: file not found")
+        loaded = torch.load(path, weights_only=True)
+        if not isinstance(loaded, list) or len(loaded) != t.count:
+            raise ConfigError(
+                f"teachers.checkpoint={t.checkpoint!r}: expected a list of {t.count} state dicts"
+            )
+    models, cached = [], []
+    for i, spec in enumerate(specs):
+        model = build_model(spec, shape, k)
+        path = cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt"
+        hit = False
+        if loaded is not None:
+            model.load_state_dict(loaded[i])
+            hit = True
+        elif t.cache and path.is_file():
+            model.load_state_dict(torch.load(path, weights_only=True))
+            hit = True
+        else:
+            if progress:
+                progress(f"training teacher {i + 1}/{t.count} ({spec})")
+            model = _train_one(cfg, i, spec, shape, k, xt, yt)
+            if t.cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                torch.save(model.state_dict(), tmp)
+                os.replace(tmp, path)
+        models.append(model)
+        cached.append(hit)
+    def stacked(x: torch.Tensor) -> np.ndarray:
+        if not models:
+            return np.zeros((0, len(x), k), np.float32)
+        return np.stack([predict_logits(m, x).numpy() for m in models])
+
+    test_logits = stacked(xs)
+    return TeacherBundle(
+        specs=specs,
+        parameters=[count_parameters(m) for m in models],
+        proxy_logits=stacked(xp),
+        test_logits=test_logits,
+        test_accuracy=[accuracy(torch.from_numpy(z), ys) for z in test_logits],
+        train_accuracy=[accuracy(predict_logits(m, xt), yt) for m in models],
+        cached=cached,
+    )
+
+
+def save_teachers_checkpoint(models: list[torch.nn.Module], path: str | Path) -> None:
+    """Write ``models`` in the format ``teachers.checkpoint`` loads (list of state dicts)."""
+    torch.save([m.state_dict() for m in models], path)

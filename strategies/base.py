@@ -1,0 +1,377 @@
+"""KDStrategy: the template every fedkd strategy follows (Flower Message API).
+
+``start()`` runs the round loop over small hooks, like Flower's own strategies:
+
+1. :meth:`KDStrategy.discover` (once): a ``query`` to every node; learns partition ids,
+   private data sizes and class histograms. Sampling is then done over partition ids, so
+   every transport (in-process, Ray, Flower's simulation, real SuperNodes) samples the
+   same clients for the same seed.
+2. per round: :meth:`configure_train` -> Grid -> :meth:`aggregate_train`, then
+   :meth:`configure_evaluate` -> Grid -> :meth:`aggregate_evaluate`, then one metrics row.
+
+Subclasses decide what soft targets to send (:meth:`round_targets`) and what to do with
+the clients' proxy logits (:meth:`fuse_client_logits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedkd import keys
+from fedkd.config import FedkdConfig
+from fedkd.strategies.validation import check_reply, reply_size
+
+log = logging.getLogger("fedkd")
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Traffic:
+    """Bytes that crossed the wire, by direction and phase."""
+
+    down: dict[str, int] = field(default_factory=dict)
+    up: dict[str, int] = field(default_factory=dict)
+
+    def add(self, phase: str, down: int, up: int) -> None:
+        """Count ``down`` and ``up`` bytes for ``phase``."""
+        self.down[phase] = self.down.get(phase, 0) + down
+        self.up[phase] = self.up.get(phase, 0) + up
+
+    @property
+    def total_down(self) -> int:  # noqa: D102
+        return sum(self.down.values())
+
+    @property
+    def total_up(self) -> int:  # noqa: D102
+        return sum(self.up.values())
+
+
+def _content_size(msg: Message) -> int:
+    from flwr.common.serde import recorddict_to_proto
+
+    return int(recorddict_to_proto(msg.content).ByteSize())
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """``np.percentile`` (linear) of ``values``, ``None`` when empty."""
+    arr = np.asarray(list(values), dtype=float)
+    return float(np.percentile(arr, q)) if arr.size else None
+
+
+class KDStrategy(Strategy):
+    """Base of fedkd's distillation strategies.
+
+    Parameters
+    ----------
+    cfg : FedkdConfig
+        The resolved run configuration.
+    num_proxy : int
+        Size of the public proxy split.
+    num_classes : int
+        Number of classes.
+    """
+
+    name = "base"
+
+    def __init__(self, cfg: FedkdConfig, num_proxy: int, num_classes: int) -> None:
+        self.cfg = cfg
+        self.num_proxy = num_proxy
+        self.num_classes = num_classes
+        self.traffic = Traffic()
+        self.node_of: dict[int, int] = {}  # partition id -> node id
+        self.client_info: dict[int, dict[str, Any]] = {}  # partition id -> size, histogram
+        self.latest_accuracy: dict[int, float] = {}
+        self.rejections: list[dict[str, Any]] = []
+        self._round_rejections: list[dict[str, Any]] = []
+        self._round_proxy_idx: dict[int, np.ndarray] = {}
+        self._train_metrics: list[dict[str, float]] = []
+        self._evaluated: list[int] = []
+
+    # ----------------------------------------------------------------- Flower hooks
+    def summary(self) -> None:  # noqa: D102
+        log.info(
+            "strategy %s: %d clients, fraction %.2f, proxy fraction %.2f",
+            self.name, self.cfg.num_clients, self.cfg.strategy.fraction,
+            self.cfg.strategy.proxy_fraction,
+        )
+
+    def round_targets(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
+        """Soft-target logits ``(len(proxy_idx), C)`` to send in ``server_round``."""
+        raise NotImplementedError
+
+    def fuse_client_logits(
+        self, server_round: int, proxy_idx: np.ndarray, logits: np.ndarray, weights: np.ndarray
+    ) -> None:
+        """Use the clients' proxy logits ``(K, P, C)`` (default: ignore them)."""
+
+    def sample_partitions(self, server_round: int, fraction: float, tag: int) -> list[int]:
+        """Seeded sample of partition ids (sorted) among the discovered clients."""
+        pool = sorted(self.node_of)
+        k = min(len(pool), max(self.cfg.strategy.min_clients, int(round(fraction * len(pool)))))
+        if k >= len(pool):
+            return pool
+        rng = np.random.default_rng([self.cfg.seed, tag, server_round])
+        return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))
+
+    def proxy_subset(self, server_round: int) -> np.ndarray:
+        """Proxy rows used in ``server_round`` (all, or a seeded subset)."""
+        frac = self.cfg.strategy.proxy_fraction
+        if frac >= 1.0:
+            return np.arange(self.num_proxy, dtype=np.int64)
+        k = max(1, int(round(frac * self.num_proxy)))
+        rng = np.random.default_rng([self.cfg.seed, 5, server_round])
+        return np.sort(rng.choice(self.num_proxy, size=k, replace=False)).astype(np.int64)
+
+    def train_config(self, server_round: int) -> ConfigRecord:
+        """Per-round hyperparameters sent to clients."""
+        d = self.cfg.distill
+        return ConfigRecord(
+            {
+                keys.SERVER_ROUND: server_round,
+                keys.LOCAL_EPOCHS: d.local_epochs,
+                keys.TEMPERATURE: d.temperature,
+                keys.ALPHA: d.alpha,
+                keys.LR: d.lr,
+            }
+        )
+
+    def configure_train(  # noqa: D102
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        proxy_idx = self.proxy_subset(server_round)
+        self._round_proxy_idx[server_round] = proxy_idx
+        targets = np.ascontiguousarray(self.round_targets(server_round, proxy_idx), np.float32)
+        record = RecordDict(
+            {
+                keys.TARGETS: ArrayRecord({keys.LOGITS: Array(targets), keys.PROXY_IDX: Array(proxy_idx)}),
+                keys.CONFIG: self.train_config(server_round),
+            }
+        )
+        parts = self.sample_partitions(server_round, self.cfg.strategy.fraction, tag=3)
+        return [
+            Message(record, self.node_of[p], MessageType.TRAIN, group_id=str(server_round))
+            for p in parts
+        ]
+
+    def aggregate_train(  # noqa: D102
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        proxy_idx = self._round_proxy_idx.pop(server_round)
+        good = self._accepted(
+            replies,
+            required=(keys.PARTITION_ID, keys.NUM_EXAMPLES, keys.TRAIN_LOSS),
+            logits_shape=(len(proxy_idx), self.num_classes),
+        )
+        self._train_metrics = []
+        if not good:
+            return None, None
+        logits, weights = [], []
+        for pid, msg in good:
+            m = msg.content.metric_records[keys.METRICS]
+            self._train_metrics.append({k: float(v) for k, v in m.items() if isinstance(v, int | float)})  # type: ignore[misc]
+            logits.append(msg.content.array_records[keys.REPLY_LOGITS][keys.LOGITS].numpy())
+            weights.append(float(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
+            if keys.TEST_ACCURACY in m:
+                self.latest_accuracy[pid] = float(m[keys.TEST_ACCURACY])  # type: ignore[arg-type]
+        self.fuse_client_logits(server_round, proxy_idx, np.stack(logits), np.asarray(weights))
+        return None, MetricRecord(
+            {k: float(np.mean([t[k] for t in self._train_metrics])) for k in (keys.TRAIN_LOSS,)}
+        )
+
+    def configure_evaluate(  # noqa: D102
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        ev = self.cfg.evaluate
+        last = server_round == self.cfg.rounds
+        if not last and server_round % ev.every != 0:
+            return []
+        fraction = 1.0 if last else ev.fraction
+        parts = self.sample_partitions(server_round, fraction, tag=4)
+        record = RecordDict({keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})})
+        return [
+            Message(record, self.node_of[p], MessageType.EVALUATE, group_id=str(server_round))
+            for p in parts
+        ]
+
+    def aggregate_evaluate(  # noqa: D102
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        good = self._accepted(replies, required=(keys.PARTITION_ID, keys.TEST_ACCURACY))
+        self._evaluated = []
+        for pid, msg in good:
+            self.latest_accuracy[pid] = float(msg.content.metric_records[keys.METRICS][keys.TEST_ACCURACY])  # type: ignore[arg-type]
+            self._evaluated.append(pid)
+        if not good:
+            return None
+        accs = [self.latest_accuracy[p] for p in self._evaluated]
+        return MetricRecord({"accuracy-mean": float(np.mean(accs))})
+
+    # ----------------------------------------------------------------- helpers
+    def _accepted(
+        self,
+        replies: Iterable[Message],
+        *,
+        required: tuple[str, ...],
+        logits_shape: tuple[int, int] | None = None,
+    ) -> list[tuple[int, Message]]:
+        """Replies that pass :func:`check_reply`, as ``(partition id, message)`` sorted."""
+        part_of = {n: p for p, n in self.node_of.items()}
+        good = []
+        for msg in replies:
+            pid = part_of.get(msg.metadata.src_node_id, -1)
+            reason = check_reply(
+                msg,
+                required_metrics=required,
+                logits_shape=logits_shape,
+                max_bytes=self.cfg.strategy.max_reply_bytes,
+                size=reply_size(msg),
+            )
+            if reason is None:
+                claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
+                if claimed != pid:
+                    reason = f"reply claims partition {claimed} but node {msg.metadata.src_node_id} is partition {pid}"
+            if reason is not None:
+                log.warning("rejected reply from partition %s: %s", pid, reason)
+                self._round_rejections.append({"partition": pid, "reason": reason})
+                continue
+            good.append((pid, msg))
+        return sorted(good, key=lambda t: t[0])
+
+    def _exchange(self, grid: Grid, messages: list[Message], phase: str, timeout: float | None) -> list[Message]:
+        if not messages:
+            return []
+        down = sum(_content_size(m) for m in messages)
+        expected = {m.metadata.dst_node_id for m in messages}
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        up = sum(reply_size(r) for r in replies)
+        self.traffic.add(phase, down, up)
+        got = {r.metadata.src_node_id for r in replies}
+        part_of = {n: p for p, n in self.node_of.items()}
+        for node in sorted(expected - got):
+            reason = "no reply (timeout or node unavailable)"
+            log.warning("partition %s: %s", part_of.get(node, node), reason)
+            self._round_rejections.append({"partition": part_of.get(node, -1), "reason": reason})
+        return replies
+
+    # ----------------------------------------------------------------- discovery
+    def discover(self, grid: Grid, timeout: float | None = None) -> None:
+        """Ask every node for its partition id, data size and class histogram."""
+        nodes = sorted(grid.get_node_ids())
+        record = RecordDict({keys.CONFIG: ConfigRecord({})})
+        msgs = [Message(record, n, MessageType.QUERY, group_id="discover") for n in nodes]
+        by_node = {}
+        for reply in self._exchange(grid, msgs, "discover", timeout):
+            reason = check_reply(reply, required_metrics=(keys.PARTITION_ID, keys.NUM_EXAMPLES))
+            if reason is not None:
+                log.warning("node %s left out: %s", reply.metadata.src_node_id, reason)
+                self._round_rejections.append({"partition": -1, "reason": reason})
+                continue
+            by_node[reply.metadata.src_node_id] = reply.content.metric_records[keys.METRICS]
+        for node, m in sorted(by_node.items()):
+            pid = int(m[keys.PARTITION_ID])  # type: ignore[arg-type]
+            if pid in self.node_of:
+                log.warning("partition %s reported by two nodes; keeping the first", pid)
+                continue
+            self.node_of[pid] = node
+            self.client_info[pid] = {
+                "size": int(m[keys.NUM_EXAMPLES]),  # type: ignore[arg-type]
+                "histogram": [int(v) for v in m.get(keys.CLASS_HISTOGRAM, [])],  # type: ignore[union-attr]
+            }
+        self.rejections.extend({"round": 0, **r} for r in self._round_rejections)
+        self._round_rejections = []
+        if not self.node_of:
+            raise RuntimeError("no client answered the discovery query")
+
+    def local_only_baseline(self, grid: Grid, epochs: int, timeout: float | None = None) -> dict[int, float]:
+        """Every client trains a fresh student on private data only; test accuracies."""
+        record = RecordDict({keys.CONFIG: ConfigRecord({keys.BASELINE_EPOCHS: epochs})})
+        msgs = [Message(record, self.node_of[p], keys.QUERY_LOCAL_ONLY, group_id="baseline")
+                for p in sorted(self.node_of)]
+        good = self._accepted(
+            self._exchange(grid, msgs, "baseline", timeout),
+            required=(keys.PARTITION_ID, keys.LOCAL_ONLY_ACCURACY),
+        )
+        self.rejections.extend({"round": "baseline", **r} for r in self._round_rejections)
+        self._round_rejections = []
+        return {
+            pid: float(msg.content.metric_records[keys.METRICS][keys.LOCAL_ONLY_ACCURACY])  # type: ignore[arg-type]
+            for pid, msg in good
+        }
+
+    # ----------------------------------------------------------------- template
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        num_rounds: int,
+        *,
+        timeout: float | None = 3600,
+        on_round: RoundCallback | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run ``num_rounds`` rounds; returns one metrics row per round.
+
+        ``on_round`` is called with each row as soon as the round completes.
+        """
+        self.summary()
+        if not self.node_of:
+            self.discover(grid, timeout)
+        rows = []
+        t_start = time.perf_counter()
+        empty = ArrayRecord()
+        for rnd in range(1, num_rounds + 1):
+            t0 = time.perf_counter()
+            down0, up0 = self.traffic.total_down, self.traffic.total_up
+            train_msgs = list(self.configure_train(rnd, empty, ConfigRecord(), grid))
+            replies = self._exchange(grid, train_msgs, "train", timeout)
+            self.aggregate_train(rnd, replies)
+            train_ok = len(self._train_metrics)
+            eval_msgs = list(self.configure_evaluate(rnd, empty, ConfigRecord(), grid))
+            self._evaluated = []
+            self.aggregate_evaluate(rnd, self._exchange(grid, eval_msgs, "evaluate", timeout))
+            row = self._round_row(rnd, len(train_msgs), train_ok, t0, t_start, down0, up0)
+            rows.append(row)
+            if on_round is not None:
+                on_round(row)
+        return rows
+
+    def _round_row(self, rnd: int, sampled: int, ok: int, t0: float, t_start: float,
+                   down0: int, up0: int) -> dict[str, Any]:
+        accs = [self.latest_accuracy[p] for p in self._evaluated]
+        now = time.perf_counter()
+
+        def mean_of(key: str) -> float | None:
+            vals = [t[key] for t in self._train_metrics if key in t and np.isfinite(t[key])]
+            return float(np.mean(vals)) if vals else None
+
+        row = {
+            "round": rnd,
+            "sampled": sampled,
+            "replies_ok": ok,
+            "rejected": len(self._round_rejections),
+            "rejections": self._round_rejections,
+            "evaluated": len(accs),
+            "student_accuracy_mean": float(np.mean(accs)) if accs else None,
+            "student_accuracy_p10": percentile(accs, 10),
+            "student_accuracy_min": float(np.min(accs)) if accs else None,
+            "student_accuracy_max": float(np.max(accs)) if accs else None,
+            "train_loss": mean_of(keys.TRAIN_LOSS),
+            "distill_loss": mean_of(keys.DISTILL_LOSS),
+            "ce_loss": mean_of(keys.CE_LOSS),
+            "bytes_down": self.traffic.total_down - down0,
+            "bytes_up": self.traffic.total_up - up0,
+            "round_time_s": now - t0,
+            "wall_time_s": now - t_start,
+            "virtual_time_s": None,
+        }
+        self.rejections.extend({"round": rnd, **r} for r in self._round_rejections)
+        self._round_rejections = []
+        return row

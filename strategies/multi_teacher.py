@@ -1,0 +1,51 @@
+"""multi_teacher: the server's teacher ensemble sends soft targets to sampled clients.
+
+Each round the sampled clients receive the fused teacher logits on a (subset of the)
+proxy split, distil their students on them plus private cross-entropy, and reply with
+their own proxy logits, which this strategy records but does not fuse (see hybrid
+strategies for that).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkd.config import FedkdConfig
+from fedkd.strategies import register_strategy
+from fedkd.strategies.base import KDStrategy
+from fedkd.teachers import TeacherBundle
+
+
+class MultiTeacher(KDStrategy):
+    """Soft targets = ``strategy.fusion`` of the teachers' proxy logits."""
+
+    name = "multi_teacher"
+
+    def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
+        if teachers.count == 0:
+            from fedkd.errors import ConfigError
+
+            raise ConfigError("strategy.name='multi_teacher' needs teachers.count >= 1")
+        _, num_proxy, num_classes = teachers.proxy_logits.shape
+        super().__init__(cfg, num_proxy, num_classes)
+        self.targets = teachers.fused(
+            teachers.proxy_logits, cfg.strategy.fusion, cfg.distill.temperature
+        )
+        self.client_agreement: list[float] = []
+
+    def round_targets(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
+        """The fused teacher logits on this round's proxy rows."""
+        return self.targets[proxy_idx]
+
+    def fuse_client_logits(
+        self, server_round: int, proxy_idx: np.ndarray, logits: np.ndarray, weights: np.ndarray
+    ) -> None:
+        """Record how often clients agree with the teacher ensemble's argmax."""
+        teacher_top = self.targets[proxy_idx].argmax(-1)
+        self.client_agreement.append(float((logits.argmax(-1) == teacher_top).mean()))
+
+
+@register_strategy("multi_teacher")
+def make_multi_teacher(cfg: FedkdConfig, teachers: TeacherBundle) -> MultiTeacher:
+    """Factory for ``strategy.name = "multi_teacher"``."""
+    return MultiTeacher(cfg, teachers)

@@ -1,0 +1,64 @@
+"""Checks on client replies: a broken or hostile reply is rejected with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Message
+
+from fedkd import keys
+
+
+def reply_size(msg: Message) -> int:
+    """Bytes of the reply's content as Flower serializes it (protobuf)."""
+    from flwr.common.serde import recorddict_to_proto
+
+    if not msg.has_content():
+        return 0
+    return int(recorddict_to_proto(msg.content).ByteSize())
+
+
+def check_reply(
+    msg: Message,
+    *,
+    required_metrics: tuple[str, ...],
+    logits_shape: tuple[int, int] | None = None,
+    max_bytes: int | None = None,
+    size: int | None = None,
+) -> str | None:
+    """Return why ``msg`` must be rejected, or ``None`` when it is well formed.
+
+    Checks: no error, size within ``max_bytes``, a metrics record with finite values for
+    ``required_metrics`` and, when ``logits_shape`` is given, a float logits array of
+    exactly that shape with only finite values.
+    """
+    if msg.has_error():
+        return f"client error: {msg.error.reason}"
+    if max_bytes is not None and size is not None and size > max_bytes:
+        return f"reply of {size} bytes exceeds the {max_bytes}-byte limit"
+    content = msg.content
+    if keys.METRICS not in content.metric_records:
+        return f"missing metric record '{keys.METRICS}'"
+    metrics = content.metric_records[keys.METRICS]
+    for key in required_metrics:
+        if key not in metrics:
+            return f"missing metric '{key}'"
+        value = metrics[key]
+        if not isinstance(value, int | float) or not np.isfinite(value):
+            return f"metric '{key}' is not a finite number ({value!r})"
+    if logits_shape is not None:
+        if keys.REPLY_LOGITS not in content.array_records:
+            return f"missing array record '{keys.REPLY_LOGITS}'"
+        record = content.array_records[keys.REPLY_LOGITS]
+        if keys.LOGITS not in record:
+            return f"missing array '{keys.LOGITS}'"
+        try:
+            arr = record[keys.LOGITS].numpy()
+        except Exception as err:  # noqa: BLE001 - undecodable bytes from a client
+            return f"logits cannot be decoded ({err})"
+        if arr.dtype.kind != "f":
+            return f"logits have dtype {arr.dtype}; expected a float type"
+        if tuple(arr.shape) != tuple(logits_shape):
+            return f"logits have shape {tuple(arr.shape)}; expected {tuple(logits_shape)}"
+        if not np.all(np.isfinite(arr)):
+            return "logits contain NaN or inf"
+    return None
