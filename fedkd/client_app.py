@@ -27,7 +27,7 @@ from flwr.clientapp import ClientApp
 from fedkd import keys
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, make_splits
-from fedkd.models import build_model
+from fedkd.models import build_seeded_model
 from fedkd.training import evaluate, fit_distill, fit_supervised, make_optimizer, predict_logits
 
 app = ClientApp()
@@ -99,9 +99,9 @@ def _partition_id(context: Context, cfg: FedkdConfig) -> int:
 
 
 def _fresh_student(cfg: FedkdConfig, shared: _Shared, partition_id: int) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(cfg.seed, partition_id, 0, 2))
-        return build_model(cfg.student.model, shared.input_shape, shared.num_classes)
+    return build_seeded_model(
+        cfg.student.model, shared.input_shape, shared.num_classes, _seed(cfg.seed, partition_id, 0, 2)
+    )
 
 
 def _load_student(

@@ -7,6 +7,7 @@ Every field carries a description; ``fedkd config --schema`` prints them all and
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -111,7 +112,9 @@ class TeachersConfig(_Section):
 class StudentConfig(_Section):
     """The clients' student model."""
 
-    model: str = Field("cnn:width=8", description="Model spec of every client's student.")
+    model: str = Field(
+        "cnn:width=16,depth=2", description="Model spec of every client's student."
+    )
 
 
 class StrategyConfig(_Section):
@@ -170,8 +173,8 @@ class DistillConfig(_Section):
         description="Weight of the distillation term in [0, 1]; 1 - alpha weighs the "
         "cross-entropy on private data.",
     )
-    local_epochs: int = Field(4, ge=1, description="Epochs per round (passes over the proxy).")
-    batch_size: int = Field(64, ge=1, description="Proxy and private batch size.")
+    local_epochs: int = Field(5, ge=1, description="Epochs per round (passes over the proxy).")
+    batch_size: int = Field(128, ge=1, description="Proxy and private batch size.")
     lr: float = Field(1e-2, gt=0, description="Client learning rate.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
         "adam", description="Client optimizer; its state persists across rounds."
@@ -217,7 +220,13 @@ class FedkdConfig(_Section):
     num_clients: int = Field(20, ge=1, le=1_000_000, description="Number of clients.")
     rounds: int = Field(10, ge=1, description="Federated rounds.")
     threads: int = Field(
-        1, ge=1, description="torch intra-op threads (1 is fastest for small models)."
+        1, ge=1, description="torch intra-op threads per client (1 is fastest for small models)."
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Clients trained concurrently by the in-process engine (threads); "
+        "0 = one per CPU core. Results do not depend on it.",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
@@ -236,6 +245,11 @@ class FedkdConfig(_Section):
         if v not in ENGINE_REGISTRY:
             raise ValueError(f"unknown engine; allowed: {', '.join(sorted(ENGINE_REGISTRY))}")
         return v
+
+    @property
+    def resolved_workers(self) -> int:
+        """``workers``, with 0 resolved to the number of CPU cores."""
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
 
     def to_json(self) -> str:
         """Resolved configuration as JSON (what ``config.json`` holds)."""

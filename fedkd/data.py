@@ -16,6 +16,8 @@ import functools
 import hashlib
 import json
 import os
+import threading
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,8 +75,11 @@ def cache_dir() -> Path:
     return path
 
 
+_CACHE_LOCK = threading.RLock()
+
+
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
@@ -140,9 +145,14 @@ def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
     return Dataset(x.astype(np.float32), y.astype(np.int64))
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Load the dataset ``cfg.name`` (cached in process)."""
+    """Load the dataset ``cfg.name`` (cached in process, thread-safe)."""
+    with _CACHE_LOCK:
+        return _load_dataset(cfg, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     base, _, arg = cfg.name.partition(":")
     return DATASET_REGISTRY[base](arg, cfg, seed)
 
@@ -185,13 +195,18 @@ def _resolve_sizes(cfg: DataConfig, n: int) -> list[int]:
     return sizes
 
 
-@functools.lru_cache(maxsize=4)
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
     """Seeded disjoint teacher / proxy / client-pool / test splits of the dataset.
 
     With ``cfg.normalize``, features are standardised with the teacher split's statistics
     (a server-side fact, shared with clients as part of the public recipe).
     """
+    with _CACHE_LOCK:
+        return _make_splits(cfg, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _make_splits(cfg: DataConfig, seed: int) -> Splits:
     ds = load_dataset(cfg, seed)
     sizes = _resolve_sizes(cfg, len(ds.y))
     perm = np.random.default_rng([seed, 1]).permutation(len(ds.y))
@@ -296,11 +311,18 @@ def _partition_cache_key(data: DataConfig, part: PartitionConfig, n: int, seed: 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=4)
 def client_partitions(
     data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
 ) -> tuple[np.ndarray, ...]:
     """Dataset indices of every client's private data (cached in process and on disk)."""
+    with _CACHE_LOCK:
+        return _client_partitions(data, part, num_clients, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _client_partitions(
+    data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
+) -> tuple[np.ndarray, ...]:
     splits = make_splits(data, seed)
     path = cache_dir() / "partitions" / f"{_partition_cache_key(data, part, num_clients, seed)}.npz"
     if path.is_file():

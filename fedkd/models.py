@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 from collections.abc import Callable
 from math import prod
 
@@ -80,6 +81,22 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     """Build a model from its spec for inputs of ``input_shape`` and ``num_classes``."""
     family, kwargs = parse_spec(spec)
     return MODEL_REGISTRY[family](input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+
+_INIT_LOCK = threading.Lock()
+
+
+def build_seeded_model(
+    spec: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> nn.Module:
+    """:func:`build_model` with parameters drawn from ``seed`` (thread-safe).
+
+    The global torch RNG is forked, seeded and restored under a lock, so concurrent
+    clients get the same initial weights as sequential ones.
+    """
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec, input_shape, num_classes)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -73,7 +73,9 @@ def run_server(
 
     notify("status", {"text": "preparing data"})
     splits = make_splits(cfg.data, cfg.seed)
-    teachers = build_teachers(cfg, progress=lambda s: notify("status", {"text": s}))
+    teachers = build_teachers(
+        cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
+    )
     ens_acc = teachers.ensemble_accuracy(
         splits.data.y[splits.test], cfg.strategy.fusion, cfg.distill.temperature
     )

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from fedkd.config import FedkdConfig
 from fedkd.data import cache_dir, make_splits
 from fedkd.errors import ConfigError
-from fedkd.models import build_model, count_parameters
+from fedkd.models import build_model, build_seeded_model, count_parameters
 from fedkd.training import accuracy, fit_supervised, make_optimizer, predict_logits
 
 log = logging.getLogger("fedkd")
@@ -63,11 +65,15 @@ class TeacherBundle:
         return float((pred == y_test).mean())
 
 
+TRAINING_RECIPE = 2
+"""Bumped whenever teacher training changes, so cached teachers are not reused wrongly."""
+
+
 def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
     t = cfg.teachers
     blob = json.dumps(
         [cfg.data.model_dump(), cfg.seed, spec, index, t.epochs, t.lr, t.batch_size,
-         t.bootstrap, torch.__version__],
+         t.bootstrap, torch.__version__, TRAINING_RECIPE],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -77,9 +83,7 @@ def _train_one(cfg: FedkdConfig, index: int, spec: str, shape: tuple[int, ...], 
                x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     t = cfg.teachers
     seed = int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(spec, shape, k)
+    model = build_seeded_model(spec, shape, k, seed)
     if t.bootstrap:
         rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(x), len(x)))
         x, y = x[rows], y[rows]
@@ -90,9 +94,13 @@ def _train_one(cfg: FedkdConfig, index: int, spec: str, shape: tuple[int, ...], 
 
 
 def build_teachers(
-    cfg: FedkdConfig, progress: Callable[[str], None] | None = None
+    cfg: FedkdConfig, progress: Callable[[str], None] | None = None, workers: int = 1
 ) -> TeacherBundle:
-    """Train (or load from ``teachers.checkpoint`` or the cache) ``teachers.count`` teachers."""
+    """Train (or load from ``teachers.checkpoint`` or the cache) ``teachers.count`` teachers.
+
+    Teachers not in the cache train concurrently on ``workers`` threads; each depends
+    only on its own seed, so the result does not depend on ``workers``.
+    """
     splits = make_splits(cfg.data, cfg.seed)
     shape, k = splits.data.input_shape, splits.data.num_classes
     xt, yt = (torch.from_numpy(a) for a in splits.xy("teacher"))
@@ -110,37 +118,43 @@ def build_teachers(
             raise ConfigError(
                 f"teachers.checkpoint={t.checkpoint!r}: expected a list of {t.count} state dicts"
             )
-    models, cached = [], []
+    paths = [cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt" for i, spec in enumerate(specs)]
+    models: list[torch.nn.Module | None] = [None] * len(specs)
+    cached = [False] * len(specs)
+    todo = []
     for i, spec in enumerate(specs):
-        model = build_model(spec, shape, k)
-        path = cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt"
-        hit = False
-        if loaded is not None:
-            model.load_state_dict(loaded[i])
-            hit = True
-        elif t.cache and path.is_file():
-            model.load_state_dict(torch.load(path, weights_only=True))
-            hit = True
+        if loaded is not None or (t.cache and paths[i].is_file()):
+            model = build_model(spec, shape, k)
+            model.load_state_dict(loaded[i] if loaded is not None else torch.load(paths[i], weights_only=True))
+            models[i], cached[i] = model, True
         else:
-            if progress:
-                progress(f"training teacher {i + 1}/{t.count} ({spec})")
-            model = _train_one(cfg, i, spec, shape, k, xt, yt)
-            if t.cache:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                torch.save(model.state_dict(), tmp)
-                os.replace(tmp, path)
-        models.append(model)
-        cached.append(hit)
+            todo.append(i)
+    if todo and progress:
+        progress(f"training {len(todo)} teacher(s) on {len(yt)} samples")
+
+    def train(i: int) -> torch.nn.Module:
+        model = _train_one(cfg, i, specs[i], shape, k, xt, yt)
+        if t.cache:
+            paths[i].parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths[i].with_name(f".{paths[i].name}.{uuid.uuid4().hex}.tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, paths[i])
+        return model
+
+    # teachers are independent (own seed, own bootstrap): train them concurrently
+    with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
+        for i, model in zip(todo, pool.map(train, todo), strict=True):
+            models[i] = model
+    ready = [m for m in models if m is not None]
     def stacked(x: torch.Tensor) -> np.ndarray:
-        if not models:
+        if not ready:
             return np.zeros((0, len(x), k), np.float32)
-        return np.stack([predict_logits(m, x).numpy() for m in models])
+        return np.stack([predict_logits(m, x).numpy() for m in ready])
 
     test_logits = stacked(xs)
     return TeacherBundle(
         specs=specs,
-        parameters=[count_parameters(m) for m in models],
+        parameters=[count_parameters(m) for m in ready],
         proxy_logits=stacked(xp),
         test_logits=test_logits,
         test_accuracy=[accuracy(torch.from_numpy(z), ys) for z in test_logits],

@@ -167,6 +167,7 @@ class KDStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         proxy_idx = self._round_proxy_idx.pop(server_round)
+        self._evaluated = []
         good = self._accepted(
             replies,
             required=(keys.PARTITION_ID, keys.NUM_EXAMPLES, keys.TRAIN_LOSS),
@@ -181,8 +182,9 @@ class KDStrategy(Strategy):
             self._train_metrics.append({k: float(v) for k, v in m.items() if isinstance(v, int | float)})  # type: ignore[misc]
             logits.append(msg.content.array_records[keys.REPLY_LOGITS][keys.LOGITS].numpy())
             weights.append(float(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
-            if keys.TEST_ACCURACY in m:
+            if keys.TEST_ACCURACY in m and np.isfinite(float(m[keys.TEST_ACCURACY])):  # type: ignore[arg-type]
                 self.latest_accuracy[pid] = float(m[keys.TEST_ACCURACY])  # type: ignore[arg-type]
+                self._evaluated.append(pid)
         self.fuse_client_logits(server_round, proxy_idx, np.stack(logits), np.asarray(weights))
         return None, MetricRecord(
             {k: float(np.mean([t[k] for t in self._train_metrics])) for k in (keys.TRAIN_LOSS,)}
@@ -196,7 +198,9 @@ class KDStrategy(Strategy):
         if not last and server_round % ev.every != 0:
             return []
         fraction = 1.0 if last else ev.fraction
-        parts = self.sample_partitions(server_round, fraction, tag=4)
+        # clients trained this round already reported their test accuracy after training
+        trained = set(self._evaluated)
+        parts = [p for p in self.sample_partitions(server_round, fraction, tag=4) if p not in trained]
         record = RecordDict({keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})})
         return [
             Message(record, self.node_of[p], MessageType.EVALUATE, group_id=str(server_round))
@@ -207,13 +211,12 @@ class KDStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         good = self._accepted(replies, required=(keys.PARTITION_ID, keys.TEST_ACCURACY))
-        self._evaluated = []
         for pid, msg in good:
             self.latest_accuracy[pid] = float(msg.content.metric_records[keys.METRICS][keys.TEST_ACCURACY])  # type: ignore[arg-type]
             self._evaluated.append(pid)
-        if not good:
-            return None
         accs = [self.latest_accuracy[p] for p in self._evaluated]
+        if not accs:
+            return None
         return MetricRecord({"accuracy-mean": float(np.mean(accs))})
 
     # ----------------------------------------------------------------- helpers
@@ -335,7 +338,6 @@ class KDStrategy(Strategy):
             self.aggregate_train(rnd, replies)
             train_ok = len(self._train_metrics)
             eval_msgs = list(self.configure_evaluate(rnd, empty, ConfigRecord(), grid))
-            self._evaluated = []
             self.aggregate_evaluate(rnd, self._exchange(grid, eval_msgs, "evaluate", timeout))
             row = self._round_row(rnd, len(train_msgs), train_ok, t0, t_start, down0, up0)
             rows.append(row)

@@ -25,7 +25,7 @@ def register_engine(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
 def _inprocess(client_app: Any, cfg: Any, run_config: dict[str, Any]) -> Any:
     from fedkd.engines.inprocess import InProcessGrid
 
-    return InProcessGrid(client_app, cfg.num_clients, run_config)
+    return InProcessGrid(client_app, cfg.num_clients, run_config, workers=cfg.resolved_workers)
 
 
 register_engine("inprocess")(_inprocess)

@@ -9,8 +9,10 @@ every ClientApp call and back to the server afterwards.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
@@ -51,17 +53,32 @@ class InProcessGrid(Grid):
         Flower run config handed to every node's Context.
     run_id : int
         Run id stamped on messages.
+    workers : int
+        ClientApp calls of one ``send_and_receive`` run on this many threads. Each node's
+        work depends only on its own seed and state, and replies are sorted by partition
+        before fusion, so results do not depend on ``workers``. With one worker the grid
+        sets ``TaskIdentity`` to each node around its call; with several, TaskIdentity
+        (a process-wide class attribute) keeps the server's identity during client calls
+        and replies take their metadata from the instruction message.
     """
 
     def __init__(
-        self, client_app: ClientApp, num_nodes: int, run_config: dict[str, Any], run_id: int = 1
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: dict[str, Any],
+        run_id: int = 1,
+        workers: int = 1,
     ) -> None:
+        self._workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None
         self._app = client_app
         self._num_nodes = num_nodes
         self._run_config = dict(run_config)
         self._run = Run.create_empty(run_id)
         self._contexts: dict[int, Context] = {}
         self._pending: dict[str, Message] = {}
+        self._lock = threading.Lock()
         set_server_identity(run_id)
 
     # -- Grid API ---------------------------------------------------------------------
@@ -108,7 +125,19 @@ class InProcessGrid(Grid):
     def send_and_receive(  # noqa: D102
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        return self.pull_messages(list(self.push_messages(messages)))
+        ids = list(self.push_messages(messages))
+        if self._workers <= 1 or len(ids) <= 1:
+            return self.pull_messages(ids)
+        msgs = [self._pending.pop(mid) for mid in ids]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fedkd-client")
+        return list(self._pool.map(self._execute, msgs))
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- internals --------------------------------------------------------------------
     def context(self, node_id: int) -> Context:
@@ -128,15 +157,20 @@ class InProcessGrid(Grid):
 
     def _execute(self, msg: Message) -> Message:
         node = msg.metadata.dst_node_id
-        TaskIdentity.node_id = node
-        TaskIdentity.task_id = node
+        sequential = self._workers <= 1
+        if sequential:
+            TaskIdentity.node_id = node
+            TaskIdentity.task_id = node
         try:
-            reply = self._app(msg, self.context(node))
+            with self._lock:
+                context = self.context(node)
+            reply = self._app(msg, context)
         except Exception as err:  # noqa: BLE001 - a client crash becomes an error reply
             reason = f"{type(err).__name__}: {err}"
             log.debug("client %s raised:\n%s", node, traceback.format_exc())
             reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
         finally:
-            set_server_identity(self._run.run_id)
+            if sequential:
+                set_server_identity(self._run.run_id)
         reply.metadata.__dict__["_message_id"] = uuid4().hex
         return reply
