@@ -32,6 +32,7 @@ def run(
     RunResult
         ``.summary`` (as in ``summary.json``), ``.metrics`` (one dict per round),
         ``.out_dir``.
+
     """
     from fedkd.client_app import app as client_app
     from fedkd.engines import ENGINE_REGISTRY

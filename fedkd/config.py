@@ -24,6 +24,13 @@ class _Section(BaseModel):
 Size = float | int
 
 
+def _check_model_spec(spec: str) -> str:
+    from fedkd.models import parse_spec
+
+    parse_spec(spec)  # raises ValueError with what is allowed
+    return spec
+
+
 class DataConfig(_Section):
     """Dataset and its disjoint splits."""
 
@@ -108,6 +115,13 @@ class TeachersConfig(_Section):
     )
     cache: bool = Field(True, description="Reuse teachers trained by an earlier run.")
 
+    @field_validator("models")
+    @classmethod
+    def _valid_specs(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            _check_model_spec(spec)
+        return v
+
 
 class StudentConfig(_Section):
     """The clients' student model."""
@@ -115,6 +129,11 @@ class StudentConfig(_Section):
     model: str = Field(
         "cnn:width=16,depth=2", description="Model spec of every client's student."
     )
+
+    @field_validator("model")
+    @classmethod
+    def _valid_spec(cls, v: str) -> str:
+        return _check_model_spec(v)
 
 
 class StrategyConfig(_Section):
@@ -265,8 +284,8 @@ def _format_error(err: ValidationError, data: dict[str, Any]) -> str:
     if first["type"] == "extra_forbidden":
         parent = _section_for(first["loc"][:-1])
         allowed = ", ".join(parent.model_fields) if parent else "?"
-        where = f"[{'.'.join(map(str, first['loc'][:-1]))}]" if len(first["loc"]) > 1 else "top level"
-        return f"unknown config key '{loc}'; allowed at {where}: {allowed}"
+        where = f"in [{'.'.join(map(str, first['loc'][:-1]))}]" if len(first["loc"]) > 1 else "at top level"
+        return f"unknown config key '{loc}'; allowed {where}: {allowed}"
     value = first.get("input")
     msg = first["msg"].removeprefix("Value error, ")
     return f"invalid config value {loc}={value!r}: {msg}"
@@ -346,6 +365,7 @@ def load_config(
         ``None`` gives all defaults.
     overrides : list of str
         ``dotted.key=value`` strings, as ``fedkd run --set``.
+
     """
     if isinstance(source, FedkdConfig):
         data: dict[str, Any] = source.model_dump()

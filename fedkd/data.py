@@ -22,12 +22,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedkd.errors import DataError
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fedkd.config import DataConfig, PartitionConfig

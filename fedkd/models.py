@@ -45,6 +45,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
     ------
     ValueError
         When the spec is malformed, names an unknown family or an unknown argument.
+
     """
     family, _, rest = spec.strip().partition(":")
     if family not in MODEL_REGISTRY:

@@ -24,6 +24,7 @@ from fedkd import keys
 from fedkd.client_app import config_from_run_config
 from fedkd.config import FedkdConfig
 from fedkd.data import make_splits
+from fedkd.errors import ConfigError
 from fedkd.plots import plot_accuracy, plot_client_histogram
 from fedkd.results import MetricsLog, RunResult, write_json
 from fedkd.strategies import STRATEGY_REGISTRY
@@ -60,6 +61,7 @@ def run_server(
         Run directory (created).
     progress : callable, optional
         ``progress(event, info)`` with events ``status``, ``round``.
+
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -83,6 +85,8 @@ def run_server(
                                  teachers.cached, strict=True):
         log.info("teacher %s: %d parameters, test accuracy %.4f%s", spec, n, acc,
                  " (cached)" if hit else "")
+    student_params = _student_parameters(cfg, splits)
+    log.info("student %s: %d parameters", cfg.student.model, student_params)
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
 
     notify("status", {"text": "discovering clients"})
@@ -109,7 +113,6 @@ def run_server(
         notify("status", {"text": "local-only baseline"})
         local = strategy.local_only_baseline(grid, cfg.rounds * cfg.distill.local_epochs)
 
-    student_params = _student_parameters(cfg, splits)
     final_accs = [strategy.latest_accuracy[p] for p in sorted(strategy.latest_accuracy)]
     last = rows[-1] if rows else {}
     summary: dict[str, Any] = {
@@ -170,9 +173,14 @@ def run_server(
 
 
 def _student_parameters(cfg: FedkdConfig, splits: Any) -> int:
+    """Parameter count of the student; a spec that cannot fit the data is a config error."""
     from fedkd.models import build_model, count_parameters
 
-    return count_parameters(build_model(cfg.student.model, splits.data.input_shape, splits.data.num_classes))
+    try:
+        model = build_model(cfg.student.model, splits.data.input_shape, splits.data.num_classes)
+    except ValueError as err:
+        raise ConfigError(f"student.model={cfg.student.model!r}: {err}") from None
+    return count_parameters(model)
 
 
 @app.main()

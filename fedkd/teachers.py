@@ -7,8 +7,8 @@ import json
 import logging
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +108,11 @@ def build_teachers(
     xp = torch.from_numpy(splits.data.x[splits.proxy])
     t = cfg.teachers
     specs = [t.models[i % len(t.models)] for i in range(t.count)]
+    for spec in specs:
+        try:
+            build_model(spec, shape, k)
+        except ValueError as err:
+            raise ConfigError(f"teachers.models: {spec!r}: {err}") from None
     loaded: list[dict[str, torch.Tensor]] | None = None
     if t.checkpoint:
         path = Path(t.checkpoint).expanduser()

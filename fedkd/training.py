@@ -100,6 +100,7 @@ def fit_distill(
         Soft targets as logits (not probabilities).
     loss : str or callable
         Registered distillation loss name (see :mod:`fedkd.losses`) or the loss itself.
+
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
     use_kd = alpha > 0 and len(x_proxy) > 0

@@ -17,18 +17,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from fedkd.strategies.validation import check_reply, reply_size
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedkd import keys
 from fedkd.config import FedkdConfig
-from fedkd.strategies.validation import check_reply, reply_size
 
 log = logging.getLogger("fedkd")
 
@@ -79,6 +88,7 @@ class KDStrategy(Strategy):
         Size of the public proxy split.
     num_classes : int
         Number of classes.
+
     """
 
     name = "base"
@@ -244,7 +254,7 @@ class KDStrategy(Strategy):
                 if claimed != pid:
                     reason = f"reply claims partition {claimed} but node {msg.metadata.src_node_id} is partition {pid}"
             if reason is not None:
-                log.warning("rejected reply from partition %s: %s", pid, reason)
+                log.info("rejected reply from partition %s: %s", pid, reason)
                 self._round_rejections.append({"partition": pid, "reason": reason})
                 continue
             good.append((pid, msg))
@@ -262,7 +272,7 @@ class KDStrategy(Strategy):
         part_of = {n: p for p, n in self.node_of.items()}
         for node in sorted(expected - got):
             reason = "no reply (timeout or node unavailable)"
-            log.warning("partition %s: %s", part_of.get(node, node), reason)
+            log.info("partition %s: %s", part_of.get(node, node), reason)
             self._round_rejections.append({"partition": part_of.get(node, -1), "reason": reason})
         return replies
 
@@ -276,7 +286,7 @@ class KDStrategy(Strategy):
         for reply in self._exchange(grid, msgs, "discover", timeout):
             reason = check_reply(reply, required_metrics=(keys.PARTITION_ID, keys.NUM_EXAMPLES))
             if reason is not None:
-                log.warning("node %s left out: %s", reply.metadata.src_node_id, reason)
+                log.info("node %s left out: %s", reply.metadata.src_node_id, reason)
                 self._round_rejections.append({"partition": -1, "reason": reason})
                 continue
             by_node[reply.metadata.src_node_id] = reply.content.metric_records[keys.METRICS]
@@ -290,8 +300,7 @@ class KDStrategy(Strategy):
                 "size": int(m[keys.NUM_EXAMPLES]),  # type: ignore[arg-type]
                 "histogram": [int(v) for v in m.get(keys.CLASS_HISTOGRAM, [])],  # type: ignore[union-attr]
             }
-        self.rejections.extend({"round": 0, **r} for r in self._round_rejections)
-        self._round_rejections = []
+        self._flush_rejections("discover")
         if not self.node_of:
             raise RuntimeError("no client answered the discovery query")
 
@@ -304,8 +313,7 @@ class KDStrategy(Strategy):
             self._exchange(grid, msgs, "baseline", timeout),
             required=(keys.PARTITION_ID, keys.LOCAL_ONLY_ACCURACY),
         )
-        self.rejections.extend({"round": "baseline", **r} for r in self._round_rejections)
-        self._round_rejections = []
+        self._flush_rejections("baseline")
         return {
             pid: float(msg.content.metric_records[keys.METRICS][keys.LOCAL_ONLY_ACCURACY])  # type: ignore[arg-type]
             for pid, msg in good
@@ -374,6 +382,14 @@ class KDStrategy(Strategy):
             "wall_time_s": now - t_start,
             "virtual_time_s": None,
         }
-        self.rejections.extend({"round": rnd, **r} for r in self._round_rejections)
-        self._round_rejections = []
+        self._flush_rejections(rnd)
         return row
+
+    def _flush_rejections(self, label: int | str) -> None:
+        """Log one warning per distinct rejection reason and keep them for the summary."""
+        if self._round_rejections:
+            counts = Counter(r["reason"] for r in self._round_rejections)
+            for reason, n in counts.most_common():
+                log.warning("round %s: rejected %d repl%s: %s", label, n, "y" if n == 1 else "ies", reason)
+        self.rejections.extend({"round": label, **r} for r in self._round_rejections)
+        self._round_rejections = []

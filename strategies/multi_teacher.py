@@ -9,10 +9,10 @@ strategies for that).
 from __future__ import annotations
 
 import numpy as np
-
-from fedkd.config import FedkdConfig
 from fedkd.strategies import register_strategy
 from fedkd.strategies.base import KDStrategy
+
+from fedkd.config import FedkdConfig
 from fedkd.teachers import TeacherBundle
 
 

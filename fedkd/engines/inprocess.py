@@ -60,6 +60,7 @@ class InProcessGrid(Grid):
         sets ``TaskIdentity`` to each node around its call; with several, TaskIdentity
         (a process-wide class attribute) keeps the server's identity during client calls
         and replies take their metadata from the instruction message.
+
     """
 
     def __init__(

@@ -31,6 +31,7 @@ def hinton_loss(
         Softening temperature ``T > 0`` of the soft-target term.
     alpha : float
         Distillation weight in ``[0, 1]``.
+
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -25,6 +25,7 @@ def soft_target_loss(
     Tensor
         Scalar: the KL divergence *from the teacher to the student*, summed over classes
         and divided by the batch size (``reduction="batchmean"``), times ``T**2``.
+
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

@@ -1,0 +1,5 @@
+"""``python -m fedkd`` = the ``fedkd`` command."""
+
+from fedkd.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""``fedkd`` command line: a thin typer shell over :func:`fedkd.run`.
+
+Bad input (config, data, flags) prints one line ``error: ...`` and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from fedkd.errors import FedkdInputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="fedkd: federated multi-teacher knowledge distillation on Flower.",
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("fedkd").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+def _flag_overrides(**flags: str | None) -> list[str]:
+    names = {"num_clients": "num_clients", "rounds": "rounds", "seed": "seed", "engine": "engine"}
+    return [f"{names[k]}={v}" for k, v in flags.items() if v is not None]
+
+
+class _RunProgress:
+    """Rich progress bar: one step per round, accuracy so far, ETA."""
+
+    def __init__(self, rounds: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[acc]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("starting", total=rounds, acc="")
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "status":
+            self.progress.update(self.task, description=str(info["text"]))
+        elif event == "round":
+            acc = info.get("student_accuracy_mean")
+            p10 = info.get("student_accuracy_p10")
+            text = f"acc {100 * acc:.1f}% p10 {100 * p10:.1f}%" if acc is not None else ""
+            if info.get("rejected"):
+                text += f" rejected {info['rejected']}"
+            self.progress.update(self.task, advance=1, acc=text, description="rounds")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _summary_table(summary: dict[str, Any], out: Path) -> Table:
+    f, b, c = summary["final"], summary["baselines"], summary["communication"]
+    table = Table(title=f"fedkd {summary['strategy']} - {out}", show_header=False)
+    table.add_row("students: mean / p10 / min", f"{_pct(f['student_accuracy_mean'])} / {_pct(f['student_accuracy_p10'])} / {_pct(f['student_accuracy_min'])}")
+    table.add_row("teacher ensemble", _pct(f["teacher_accuracy"]))
+    table.add_row("local-only baseline (mean)", _pct(b["local_only_accuracy_mean"]))
+    table.add_row("bytes down / up", f"{c['bytes_down'] / 1e6:.1f} MB / {c['bytes_up'] / 1e6:.1f} MB")
+    table.add_row("rejected replies", str(summary["rejected_replies"]))
+    table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[str | None, typer.Argument(help="Scenario TOML file.", show_default=False)] = None,
+    num_clients: Annotated[str | None, typer.Option("--num-clients", help="Override num_clients.")] = None,
+    rounds: Annotated[str | None, typer.Option("--rounds", help="Override rounds.")] = None,
+    seed: Annotated[str | None, typer.Option("--seed", help="Override seed.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="Override engine (inprocess).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
+) -> None:
+    """Run a federated distillation simulation and write its run directory."""
+    from fedkd.api import run as run_api
+    from fedkd.config import load_config
+    from fedkd.server_app import default_out_dir
+
+    _setup_logging(verbose)
+    if config is None:
+        _fail("missing CONFIG argument: give a scenario TOML file, e.g. simulations/quickstart.toml")
+    overrides = [*(set_ or []), *_flag_overrides(num_clients=num_clients, rounds=rounds, seed=seed, engine=engine)]
+    try:
+        cfg = load_config(config, overrides)
+        out_dir = out or default_out_dir(cfg)
+        bar = _RunProgress(cfg.rounds)
+        with bar.progress:
+            result = run_api(cfg, out=out_dir, progress=bar)
+    except FedkdInputError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        console.print("interrupted; completed rounds are in metrics.jsonl of the run directory")
+        raise typer.Exit(130) from None
+    console.print(_summary_table(result.summary, out_dir))
+    console.print(f"wrote {out_dir}/ (summary.json, metrics.jsonl, config.json, accuracy.png)")
+
+
+@app.command("config")
+def config_cmd(
+    config: Annotated[str | None, typer.Argument(help="Scenario TOML to resolve.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override.")] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of every key.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the config reference (markdown).")] = False,
+) -> None:
+    """Print the resolved config, the JSON schema (--schema) or the reference (--markdown)."""
+    from fedkd.config import FedkdConfig, load_config, schema_markdown
+
+    if schema:
+        print(json.dumps(FedkdConfig.model_json_schema(), indent=2))
+        return
+    if markdown:
+        print(schema_markdown())
+        return
+    try:
+        print(load_config(config, set_ or []).to_json())
+    except FedkdInputError as err:
+        _fail(str(err))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except FedkdInputError as err:  # pragma: no cover - raised outside commands
+        console.print(f"error: {err}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
