@@ -43,7 +43,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _setup_logging(verbose: bool) -> None:
     handler = RichHandler(console=console, show_path=False, show_time=False)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True
+    )
     logging.getLogger("fedkd").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -89,10 +91,15 @@ def _pct(v: float | None) -> str:
 def _summary_table(summary: dict[str, Any], out: Path) -> Table:
     f, b, c = summary["final"], summary["baselines"], summary["communication"]
     table = Table(title=f"fedkd {summary['strategy']} - {out}", show_header=False)
-    table.add_row("students: mean / p10 / min", f"{_pct(f['student_accuracy_mean'])} / {_pct(f['student_accuracy_p10'])} / {_pct(f['student_accuracy_min'])}")
+    table.add_row(
+        "students: mean / p10 / min",
+        " / ".join(_pct(f[f"student_accuracy_{k}"]) for k in ("mean", "p10", "min")),
+    )
     table.add_row("teacher ensemble", _pct(f["teacher_accuracy"]))
     table.add_row("local-only baseline (mean)", _pct(b["local_only_accuracy_mean"]))
-    table.add_row("bytes down / up", f"{c['bytes_down'] / 1e6:.1f} MB / {c['bytes_up'] / 1e6:.1f} MB")
+    table.add_row(
+        "bytes down / up", f"{c['bytes_down'] / 1e6:.1f} MB / {c['bytes_up'] / 1e6:.1f} MB"
+    )
     table.add_row("rejected replies", str(summary["rejected_replies"]))
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
     return table
@@ -100,13 +107,23 @@ def _summary_table(summary: dict[str, Any], out: Path) -> Table:
 
 @app.command()
 def run(
-    config: Annotated[str | None, typer.Argument(help="Scenario TOML file.", show_default=False)] = None,
-    num_clients: Annotated[str | None, typer.Option("--num-clients", help="Override num_clients.")] = None,
+    config: Annotated[
+        str | None, typer.Argument(help="Scenario TOML file.", show_default=False)
+    ] = None,
+    num_clients: Annotated[
+        str | None, typer.Option("--num-clients", help="Override num_clients.")
+    ] = None,
     rounds: Annotated[str | None, typer.Option("--rounds", help="Override rounds.")] = None,
     seed: Annotated[str | None, typer.Option("--seed", help="Override seed.")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="Override engine (inprocess).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="Override engine (inprocess).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Run a federated distillation simulation and write its run directory."""
@@ -116,8 +133,13 @@ def run(
 
     _setup_logging(verbose)
     if config is None:
-        _fail("missing CONFIG argument: give a scenario TOML file, e.g. simulations/quickstart.toml")
-    overrides = [*(set_ or []), *_flag_overrides(num_clients=num_clients, rounds=rounds, seed=seed, engine=engine)]
+        _fail(
+            "missing CONFIG argument: give a scenario TOML file, e.g. simulations/quickstart.toml"
+        )
+    overrides = [
+        *(set_ or []),
+        *_flag_overrides(num_clients=num_clients, rounds=rounds, seed=seed, engine=engine),
+    ]
     try:
         cfg = load_config(config, overrides)
         out_dir = out or default_out_dir(cfg)
@@ -136,9 +158,15 @@ def run(
 @app.command("config")
 def config_cmd(
     config: Annotated[str | None, typer.Argument(help="Scenario TOML to resolve.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value override.")] = None,
-    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of every key.")] = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the config reference (markdown).")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted.key=value override.")
+    ] = None,
+    schema: Annotated[
+        bool, typer.Option("--schema", help="Print the JSON schema of every key.")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the config reference (markdown).")
+    ] = False,
 ) -> None:
     """Print the resolved config, the JSON schema (--schema) or the reference (--markdown)."""
     from fedkd.config import FedkdConfig, load_config, schema_markdown

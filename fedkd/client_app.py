@@ -100,7 +100,10 @@ def _partition_id(context: Context, cfg: FedkdConfig) -> int:
 
 def _fresh_student(cfg: FedkdConfig, shared: _Shared, partition_id: int) -> torch.nn.Module:
     return build_seeded_model(
-        cfg.student.model, shared.input_shape, shared.num_classes, _seed(cfg.seed, partition_id, 0, 2)
+        cfg.student.model,
+        shared.input_shape,
+        shared.num_classes,
+        _seed(cfg.seed, partition_id, 0, 2),
     )
 
 
@@ -137,7 +140,9 @@ def _setup(context: Context) -> tuple[FedkdConfig, _Shared, int]:
     return cfg, _shared(cfg), _partition_id(context, cfg)
 
 
-def _reply(msg: Message, metrics: dict[str, float | int | list[int]], arrays: ArrayRecord | None = None) -> Message:
+def _reply(
+    msg: Message, metrics: dict[str, float | int | list[int]], arrays: ArrayRecord | None = None
+) -> Message:
     content = RecordDict({keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
     if arrays is not None:
         content[keys.REPLY_LOGITS] = arrays
@@ -154,7 +159,9 @@ def train(msg: Message, context: Context) -> Message:
     conf = msg.content.config_records[keys.CONFIG]
     rnd = int(conf[keys.SERVER_ROUND])  # type: ignore[arg-type]
     if proxy_idx.ndim != 1 or len(soft) != len(proxy_idx) or soft.shape[-1] != shared.num_classes:
-        raise ValueError(f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}")
+        raise ValueError(
+            f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}"
+        )
     x_local, y_local = _private_data(cfg, pid)
     model, opt = _load_student(context, cfg, shared, pid)
     for group in opt.param_groups:
@@ -227,7 +234,12 @@ def query_local_only(msg: Message, context: Context) -> Message:
     model = _fresh_student(cfg, shared, pid)
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     fit_supervised(
-        model, opt, x_local, y_local, epochs=epochs, batch_size=cfg.distill.batch_size,
+        model,
+        opt,
+        x_local,
+        y_local,
+        epochs=epochs,
+        batch_size=cfg.distill.batch_size,
         gen=_generator(cfg, pid, 0, 1),
     )
     return _reply(

@@ -126,9 +126,7 @@ class TeachersConfig(_Section):
 class StudentConfig(_Section):
     """The clients' student model."""
 
-    model: str = Field(
-        "cnn:width=16,depth=2", description="Model spec of every client's student."
-    )
+    model: str = Field("cnn:width=16,depth=2", description="Model spec of every client's student.")
 
     @field_validator("model")
     @classmethod
@@ -284,7 +282,11 @@ def _format_error(err: ValidationError, data: dict[str, Any]) -> str:
     if first["type"] == "extra_forbidden":
         parent = _section_for(first["loc"][:-1])
         allowed = ", ".join(parent.model_fields) if parent else "?"
-        where = f"in [{'.'.join(map(str, first['loc'][:-1]))}]" if len(first["loc"]) > 1 else "at top level"
+        where = (
+            f"in [{'.'.join(map(str, first['loc'][:-1]))}]"
+            if len(first["loc"]) > 1
+            else "at top level"
+        )
         return f"unknown config key '{loc}'; allowed {where}: {allowed}"
     value = first.get("input")
     msg = first["msg"].removeprefix("Value error, ")
@@ -380,13 +382,25 @@ def load_config(
 
 def schema_markdown() -> str:
     """Markdown reference of every config key, its type, default and description."""
-    lines = ["# fedkd configuration reference", "",
-             "Generated from `fedkd/config.py` by `fedkd config --markdown`.", ""]
+    lines = [
+        "# fedkd configuration reference",
+        "",
+        "Generated from `fedkd/config.py` by `fedkd config --markdown`.",
+        "",
+    ]
 
     def section(model: type[BaseModel], prefix: str) -> None:
         title = f"`[{prefix}]`" if prefix else "top level"
-        lines.extend([f"## {title}", "", (model.__doc__ or "").strip(), "",
-                      "| key | type | default | description |", "|---|---|---|---|"])
+        lines.extend(
+            [
+                f"## {title}",
+                "",
+                (model.__doc__ or "").strip(),
+                "",
+                "| key | type | default | description |",
+                "|---|---|---|---|",
+            ]
+        )
         subs = []
         for name, field in model.model_fields.items():
             ann = field.annotation
@@ -396,8 +410,9 @@ def schema_markdown() -> str:
             default = field.get_default(call_default_factory=True)
             type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
             key = f"{prefix}.{name}" if prefix else name
-            lines.append(f"| `{key}` | {type_name} | `{json.dumps(default)}` | "
-                         f"{field.description or ''} |")
+            lines.append(
+                f"| `{key}` | {type_name} | `{json.dumps(default)}` | {field.description or ''} |"
+            )
         lines.append("")
         for sub, p in subs:
             section(sub, p)

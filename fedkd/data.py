@@ -134,9 +134,7 @@ def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
         if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
             y = y.astype(np.int64)
         else:
-            raise DataError(
-                f"data.name=npz:{arg}: y has dtype {y.dtype}; labels must be integers"
-            )
+            raise DataError(f"data.name=npz:{arg}: y has dtype {y.dtype}; labels must be integers")
     if len(y) and y.min() < 0:
         raise DataError(f"data.name=npz:{arg}: labels must be >= 0, found {y.min()}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
@@ -210,9 +208,7 @@ def _make_splits(cfg: DataConfig, seed: int) -> Splits:
     sizes = _resolve_sizes(cfg, len(ds.y))
     perm = np.random.default_rng([seed, 1]).permutation(len(ds.y))
     cuts = np.cumsum(sizes)
-    teacher, proxy, clients, test = (
-        perm[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)
-    )
+    teacher, proxy, clients, test = (perm[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True))
     x = ds.x
     if cfg.normalize:
         ref = x[teacher]
@@ -223,8 +219,9 @@ def _make_splits(cfg: DataConfig, seed: int) -> Splits:
 # --------------------------------------------------------------------------- partitions
 
 
-def _flwr_partitions(labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int,
-                     min_partition_size: int) -> list[np.ndarray]:
+def _flwr_partitions(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int, min_partition_size: int
+) -> list[np.ndarray]:
     from datasets import Dataset as HFDataset
     from flwr_datasets.partitioner import (
         DirichletPartitioner,
@@ -253,9 +250,7 @@ def _flwr_partitions(labels: np.ndarray, num_clients: int, cfg: PartitionConfig,
             shuffle=True,
             seed=seed,
         )
-    part.dataset = HFDataset.from_dict(
-        {"label": labels.tolist(), "row": list(range(len(labels)))}
-    )
+    part.dataset = HFDataset.from_dict({"label": labels.tolist(), "row": list(range(len(labels)))})
     return [np.asarray(part.load_partition(i)["row"], dtype=np.int64) for i in range(num_clients)]
 
 
@@ -333,9 +328,7 @@ def _client_partitions(
         offsets = np.cumsum([0] + [len(p) for p in pos])
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_save_npz(path, flat=flat, offsets=offsets)
-    return tuple(
-        splits.clients[flat[offsets[i] : offsets[i + 1]]] for i in range(num_clients)
-    )
+    return tuple(splits.clients[flat[offsets[i] : offsets[i + 1]]] for i in range(num_clients))
 
 
 def partition_report(

@@ -81,21 +81,32 @@ def run_server(
     ens_acc = teachers.ensemble_accuracy(
         splits.data.y[splits.test], cfg.strategy.fusion, cfg.distill.temperature
     )
-    for spec, n, acc, hit in zip(teachers.specs, teachers.parameters, teachers.test_accuracy,
-                                 teachers.cached, strict=True):
-        log.info("teacher %s: %d parameters, test accuracy %.4f%s", spec, n, acc,
-                 " (cached)" if hit else "")
+    for spec, n, acc, hit in zip(
+        teachers.specs, teachers.parameters, teachers.test_accuracy, teachers.cached, strict=True
+    ):
+        log.info(
+            "teacher %s: %d parameters, test accuracy %.4f%s",
+            spec,
+            n,
+            acc,
+            " (cached)" if hit else "",
+        )
     student_params = _student_parameters(cfg, splits)
     log.info("student %s: %d parameters", cfg.student.model, student_params)
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
 
     notify("status", {"text": "discovering clients"})
     strategy.discover(grid)
-    write_json(out / "partition.json", {
-        "kind": cfg.partition.kind,
-        "alpha": cfg.partition.alpha if cfg.partition.kind == "dirichlet" else None,
-        "clients": [{"client": p, **strategy.client_info[p]} for p in sorted(strategy.client_info)],
-    })
+    write_json(
+        out / "partition.json",
+        {
+            "kind": cfg.partition.kind,
+            "alpha": cfg.partition.alpha if cfg.partition.kind == "dirichlet" else None,
+            "clients": [
+                {"client": p, **strategy.client_info[p]} for p in sorted(strategy.client_info)
+            ],
+        },
+    )
 
     metrics = MetricsLog(out / "metrics.jsonl")
     rows: list[dict[str, Any]] = []
@@ -128,7 +139,9 @@ def run_server(
             "name": cfg.data.name,
             "input_shape": list(splits.data.input_shape),
             "num_classes": splits.data.num_classes,
-            "split_sizes": {p: int(len(getattr(splits, p))) for p in ("teacher", "proxy", "clients", "test")},
+            "split_sizes": {
+                p: int(len(getattr(splits, p))) for p in ("teacher", "proxy", "clients", "test")
+            },
         },
         "final": {
             "student_accuracy_mean": last.get("student_accuracy_mean"),
@@ -144,7 +157,10 @@ def run_server(
             "local_only_accuracy_p10": percentile(local.values(), 10),
         },
         "models": {
-            "teachers": [{"spec": s, "parameters": n} for s, n in zip(teachers.specs, teachers.parameters, strict=True)],
+            "teachers": [
+                {"spec": s, "parameters": n}
+                for s, n in zip(teachers.specs, teachers.parameters, strict=True)
+            ],
             "student": {"spec": cfg.student.model, "parameters": student_params},
         },
         "communication": {
@@ -160,11 +176,18 @@ def run_server(
         "virtual_time_s": None,
         "privacy": {"mechanism": None, "epsilon": None, "delta": None},
     }
-    write_json(out / "clients.json", [
-        {"client": p, **strategy.client_info.get(p, {}),
-         "final_accuracy": strategy.latest_accuracy.get(p), "local_only_accuracy": local.get(p)}
-        for p in sorted(strategy.node_of)
-    ])
+    write_json(
+        out / "clients.json",
+        [
+            {
+                "client": p,
+                **strategy.client_info.get(p, {}),
+                "final_accuracy": strategy.latest_accuracy.get(p),
+                "local_only_accuracy": local.get(p),
+            }
+            for p in sorted(strategy.node_of)
+        ],
+    )
     plot_accuracy(rows, summary, out / "accuracy.png")
     plot_client_histogram(final_accs, list(local.values()), out / "client_accuracy_hist.png")
     summary["wall_time_s"] = time.perf_counter() - t0

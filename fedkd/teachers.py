@@ -57,7 +57,9 @@ class TeacherBundle:
             logits, weights=self.fusion_weights(fusion), temperature=temperature
         )
 
-    def ensemble_accuracy(self, y_test: np.ndarray, fusion: str, temperature: float) -> float | None:
+    def ensemble_accuracy(
+        self, y_test: np.ndarray, fusion: str, temperature: float
+    ) -> float | None:
         """Test accuracy of the fused ensemble (``None`` without teachers)."""
         if self.count == 0:
             return None
@@ -72,15 +74,32 @@ TRAINING_RECIPE = 2
 def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
     t = cfg.teachers
     blob = json.dumps(
-        [cfg.data.model_dump(), cfg.seed, spec, index, t.epochs, t.lr, t.batch_size,
-         t.bootstrap, torch.__version__, TRAINING_RECIPE],
+        [
+            cfg.data.model_dump(),
+            cfg.seed,
+            spec,
+            index,
+            t.epochs,
+            t.lr,
+            t.batch_size,
+            t.bootstrap,
+            torch.__version__,
+            TRAINING_RECIPE,
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _train_one(cfg: FedkdConfig, index: int, spec: str, shape: tuple[int, ...], k: int,
-               x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+def _train_one(
+    cfg: FedkdConfig,
+    index: int,
+    spec: str,
+    shape: tuple[int, ...],
+    k: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.nn.Module:
     t = cfg.teachers
     seed = int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
     model = build_seeded_model(spec, shape, k, seed)
@@ -88,8 +107,15 @@ def _train_one(cfg: FedkdConfig, index: int, spec: str, shape: tuple[int, ...], 
         rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(x), len(x)))
         x, y = x[rows], y[rows]
     opt = make_optimizer("adam", list(model.parameters()), t.lr)
-    fit_supervised(model, opt, x, y, epochs=t.epochs, batch_size=t.batch_size,
-                   gen=torch.Generator().manual_seed(seed))
+    fit_supervised(
+        model,
+        opt,
+        x,
+        y,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        gen=torch.Generator().manual_seed(seed),
+    )
     return model
 
 
@@ -123,14 +149,18 @@ def build_teachers(
             raise ConfigError(
                 f"teachers.checkpoint={t.checkpoint!r}: expected a list of {t.count} state dicts"
             )
-    paths = [cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt" for i, spec in enumerate(specs)]
+    paths = [
+        cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt" for i, spec in enumerate(specs)
+    ]
     models: list[torch.nn.Module | None] = [None] * len(specs)
     cached = [False] * len(specs)
     todo = []
     for i, spec in enumerate(specs):
         if loaded is not None or (t.cache and paths[i].is_file()):
             model = build_model(spec, shape, k)
-            model.load_state_dict(loaded[i] if loaded is not None else torch.load(paths[i], weights_only=True))
+            model.load_state_dict(
+                loaded[i] if loaded is not None else torch.load(paths[i], weights_only=True)
+            )
             models[i], cached[i] = model, True
         else:
             todo.append(i)
@@ -151,6 +181,7 @@ def build_teachers(
         for i, model in zip(todo, pool.map(train, todo), strict=True):
             models[i] = model
     ready = [m for m in models if m is not None]
+
     def stacked(x: torch.Tensor) -> np.ndarray:
         if not ready:
             return np.zeros((0, len(x), k), np.float32)

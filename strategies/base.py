@@ -111,7 +111,9 @@ class KDStrategy(Strategy):
     def summary(self) -> None:  # noqa: D102
         log.info(
             "strategy %s: %d clients, fraction %.2f, proxy fraction %.2f",
-            self.name, self.cfg.num_clients, self.cfg.strategy.fraction,
+            self.name,
+            self.cfg.num_clients,
+            self.cfg.strategy.fraction,
             self.cfg.strategy.proxy_fraction,
         )
 
@@ -163,7 +165,9 @@ class KDStrategy(Strategy):
         targets = np.ascontiguousarray(self.round_targets(server_round, proxy_idx), np.float32)
         record = RecordDict(
             {
-                keys.TARGETS: ArrayRecord({keys.LOGITS: Array(targets), keys.PROXY_IDX: Array(proxy_idx)}),
+                keys.TARGETS: ArrayRecord(
+                    {keys.LOGITS: Array(targets), keys.PROXY_IDX: Array(proxy_idx)}
+                ),
                 keys.CONFIG: self.train_config(server_round),
             }
         )
@@ -189,7 +193,9 @@ class KDStrategy(Strategy):
         logits, weights = [], []
         for pid, msg in good:
             m = msg.content.metric_records[keys.METRICS]
-            self._train_metrics.append({k: float(v) for k, v in m.items() if isinstance(v, int | float)})  # type: ignore[misc]
+            self._train_metrics.append(
+                {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
+            )  # type: ignore[misc]
             logits.append(msg.content.array_records[keys.REPLY_LOGITS][keys.LOGITS].numpy())
             weights.append(float(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
             if keys.TEST_ACCURACY in m and np.isfinite(float(m[keys.TEST_ACCURACY])):  # type: ignore[arg-type]
@@ -210,7 +216,9 @@ class KDStrategy(Strategy):
         fraction = 1.0 if last else ev.fraction
         # clients trained this round already reported their test accuracy after training
         trained = set(self._evaluated)
-        parts = [p for p in self.sample_partitions(server_round, fraction, tag=4) if p not in trained]
+        parts = [
+            p for p in self.sample_partitions(server_round, fraction, tag=4) if p not in trained
+        ]
         record = RecordDict({keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})})
         return [
             Message(record, self.node_of[p], MessageType.EVALUATE, group_id=str(server_round))
@@ -222,7 +230,9 @@ class KDStrategy(Strategy):
     ) -> MetricRecord | None:
         good = self._accepted(replies, required=(keys.PARTITION_ID, keys.TEST_ACCURACY))
         for pid, msg in good:
-            self.latest_accuracy[pid] = float(msg.content.metric_records[keys.METRICS][keys.TEST_ACCURACY])  # type: ignore[arg-type]
+            self.latest_accuracy[pid] = float(
+                msg.content.metric_records[keys.METRICS][keys.TEST_ACCURACY]
+            )  # type: ignore[arg-type]
             self._evaluated.append(pid)
         accs = [self.latest_accuracy[p] for p in self._evaluated]
         if not accs:
@@ -252,7 +262,8 @@ class KDStrategy(Strategy):
             if reason is None:
                 claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
                 if claimed != pid:
-                    reason = f"reply claims partition {claimed} but node {msg.metadata.src_node_id} is partition {pid}"
+                    node = msg.metadata.src_node_id
+                    reason = f"reply claims partition {claimed} but node {node} is partition {pid}"
             if reason is not None:
                 log.info("rejected reply from partition %s: %s", pid, reason)
                 self._round_rejections.append({"partition": pid, "reason": reason})
@@ -260,7 +271,9 @@ class KDStrategy(Strategy):
             good.append((pid, msg))
         return sorted(good, key=lambda t: t[0])
 
-    def _exchange(self, grid: Grid, messages: list[Message], phase: str, timeout: float | None) -> list[Message]:
+    def _exchange(
+        self, grid: Grid, messages: list[Message], phase: str, timeout: float | None
+    ) -> list[Message]:
         if not messages:
             return []
         down = sum(_content_size(m) for m in messages)
@@ -304,11 +317,15 @@ class KDStrategy(Strategy):
         if not self.node_of:
             raise RuntimeError("no client answered the discovery query")
 
-    def local_only_baseline(self, grid: Grid, epochs: int, timeout: float | None = None) -> dict[int, float]:
+    def local_only_baseline(
+        self, grid: Grid, epochs: int, timeout: float | None = None
+    ) -> dict[int, float]:
         """Every client trains a fresh student on private data only; test accuracies."""
         record = RecordDict({keys.CONFIG: ConfigRecord({keys.BASELINE_EPOCHS: epochs})})
-        msgs = [Message(record, self.node_of[p], keys.QUERY_LOCAL_ONLY, group_id="baseline")
-                for p in sorted(self.node_of)]
+        msgs = [
+            Message(record, self.node_of[p], keys.QUERY_LOCAL_ONLY, group_id="baseline")
+            for p in sorted(self.node_of)
+        ]
         good = self._accepted(
             self._exchange(grid, msgs, "baseline", timeout),
             required=(keys.PARTITION_ID, keys.LOCAL_ONLY_ACCURACY),
@@ -353,8 +370,9 @@ class KDStrategy(Strategy):
                 on_round(row)
         return rows
 
-    def _round_row(self, rnd: int, sampled: int, ok: int, t0: float, t_start: float,
-                   down0: int, up0: int) -> dict[str, Any]:
+    def _round_row(
+        self, rnd: int, sampled: int, ok: int, t0: float, t_start: float, down0: int, up0: int
+    ) -> dict[str, Any]:
         accs = [self.latest_accuracy[p] for p in self._evaluated]
         now = time.perf_counter()
 
@@ -390,6 +408,8 @@ class KDStrategy(Strategy):
         if self._round_rejections:
             counts = Counter(r["reason"] for r in self._round_rejections)
             for reason, n in counts.most_common():
-                log.warning("round %s: rejected %d repl%s: %s", label, n, "y" if n == 1 else "ies", reason)
+                log.warning(
+                    "round %s: rejected %d repl%s: %s", label, n, "y" if n == 1 else "ies", reason
+                )
         self.rejections.extend({"round": label, **r} for r in self._round_rejections)
         self._round_rejections = []

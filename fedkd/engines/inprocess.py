@@ -149,7 +149,10 @@ class InProcessGrid(Grid):
             ctx = Context(
                 run_id=self._run.run_id,
                 node_id=node_id,
-                node_config={keys.NODE_PARTITION_ID: pid, keys.NODE_NUM_PARTITIONS: self._num_nodes},
+                node_config={
+                    keys.NODE_PARTITION_ID: pid,
+                    keys.NODE_NUM_PARTITIONS: self._num_nodes,
+                },
                 state=RecordDict(),
                 run_config=dict(self._run_config),
             )
