@@ -75,6 +75,8 @@ def run_server(
 
     notify("status", {"text": "preparing data"})
     splits = make_splits(cfg.data, cfg.seed)
+    student_params = _student_parameters(cfg, splits)
+    log.info("student %s: %d parameters", cfg.student.model, student_params)
     teachers = build_teachers(
         cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
     )
@@ -91,8 +93,6 @@ def run_server(
             acc,
             " (cached)" if hit else "",
         )
-    student_params = _student_parameters(cfg, splits)
-    log.info("student %s: %d parameters", cfg.student.model, student_params)
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
 
     notify("status", {"text": "discovering clients"})

@@ -30,7 +30,9 @@ def test_mnist1d_is_generated_offline_and_cached_with_the_same_bytes(tmp_path, m
 
 
 def test_splits_are_disjoint_and_sized():
-    cfg = DataConfig(num_samples=1000, teacher_size=300, proxy_size=0.2, client_pool_size=250, test_size=100)
+    cfg = DataConfig(
+        num_samples=1000, teacher_size=300, proxy_size=0.2, client_pool_size=250, test_size=100
+    )
     s = make_splits(cfg, 0)
     parts = [s.teacher, s.proxy, s.clients, s.test]
     assert [len(p) for p in parts] == [300, 200, 250, 100]
@@ -40,7 +42,16 @@ def test_splits_are_disjoint_and_sized():
 
 def test_splits_that_do_not_fit_are_a_clear_error():
     with pytest.raises(DataError, match="need 1200 samples"):
-        make_splits(DataConfig(num_samples=1000, teacher_size=600, proxy_size=600, client_pool_size=0.0001, test_size=0.0001), 0)
+        make_splits(
+            DataConfig(
+                num_samples=1000,
+                teacher_size=600,
+                proxy_size=600,
+                client_pool_size=0.0001,
+                test_size=0.0001,
+            ),
+            0,
+        )
 
 
 def _labels(n=4000, k=10, seed=0):
@@ -82,7 +93,9 @@ def test_dirichlet_partitions_are_seeded_and_skewed():
 
 def test_classes_partition_gives_k_classes():
     y = _labels()
-    parts = partition_clients(y, 30, PartitionConfig(kind="classes", classes_per_client=3, min_size=1), seed=0)
+    parts = partition_clients(
+        y, 30, PartitionConfig(kind="classes", classes_per_client=3, min_size=1), seed=0
+    )
     assert all(len(np.unique(y[p])) <= 3 for p in parts)
 
 
@@ -92,7 +105,9 @@ def test_pool_too_small_is_a_clear_error():
 
 
 def test_client_partitions_index_the_client_pool():
-    cfg = DataConfig(num_samples=1000, teacher_size=0.2, proxy_size=0.2, client_pool_size=0.4, test_size=0.2)
+    cfg = DataConfig(
+        num_samples=1000, teacher_size=0.2, proxy_size=0.2, client_pool_size=0.4, test_size=0.2
+    )
     parts = client_partitions(cfg, PartitionConfig(alpha=0.3), 10, 0)
     pool = set(make_splits(cfg, 0).clients.tolist())
     assert set(np.concatenate(parts).tolist()) == pool
@@ -112,7 +127,10 @@ def test_npz_loads_and_infers_shape(tmp_path):
     ("arrays", "message"),
     [
         ({"x": np.zeros((5, 3))}, "missing array\\(s\\) y"),
-        ({"x": np.zeros((5, 3)), "y": np.zeros(4, int)}, "y has shape \\(4,\\) but x has 5 samples"),
+        (
+            {"x": np.zeros((5, 3)), "y": np.zeros(4, int)},
+            "y has shape \\(4,\\) but x has 5 samples",
+        ),
         ({"x": np.zeros((5, 3)), "y": np.array([0.5, 1, 2, 3, 4])}, "labels must be integers"),
         ({"x": np.zeros(5), "y": np.zeros(5, int)}, "allowed: \\(N, features\\)"),
         ({"x": np.full((5, 3), np.nan), "y": np.zeros(5, int)}, "finite"),

@@ -1,0 +1,208 @@
+"""End-to-end runs of small configs through the real ServerApp, ClientApp and Grid."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+import fedkd
+from fedkd import keys
+from fedkd.client_app import app as real_client_app
+from fedkd.config import load_config
+from fedkd.engines.inprocess import InProcessGrid
+from fedkd.server_app import run_server
+
+from .conftest import TINY, fedkd_cmd
+
+CONTRACT = [
+    "strategy",
+    "num_clients",
+    "rounds",
+    "seed",
+    "final.student_accuracy_mean",
+    "final.student_accuracy_p10",
+    "final.teacher_accuracy",
+    "baselines.local_only_accuracy_mean",
+    "communication.bytes_down",
+    "communication.bytes_up",
+    "wall_time_s",
+    "virtual_time_s",
+    "privacy.epsilon",
+    "privacy.delta",
+]
+
+
+def _get(d, dotted):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _strip_times(rows):
+    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+
+
+def test_cli_run_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        fedkd_cmd("run", str(TINY), "--out", str(out)), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in [
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "partition.json",
+        "clients.json",
+        "accuracy.png",
+        "client_accuracy_hist.png",
+    ]:
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in CONTRACT:
+        _get(summary, key)  # present (KeyError otherwise)
+    assert (
+        summary["strategy"] == "multi_teacher"
+        and summary["num_clients"] == 4
+        and summary["rounds"] == 2
+    )
+    assert (
+        0
+        <= summary["final"]["student_accuracy_p10"]
+        <= summary["final"]["student_accuracy_mean"]
+        <= 1
+    )
+    assert summary["privacy"]["epsilon"] is None and summary["virtual_time_s"] is None
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and all(r["replies_ok"] == 4 for r in rows)
+    # bytes: every train message carries P x C float32 targets down and P x C logits up
+    p, c = summary["dataset"]["split_sizes"]["proxy"], summary["dataset"]["num_classes"]
+    assert rows[0]["bytes_down"] >= 4 * p * c * 4 and rows[0]["bytes_up"] >= 4 * p * c * 4
+    assert summary["communication"]["bytes_down"] >= sum(r["bytes_down"] for r in rows)
+    partition = json.loads((out / "partition.json").read_text())
+    sizes = [cl["size"] for cl in partition["clients"]]
+    assert len(sizes) == 4 and min(sizes) >= 4
+    assert sum(sizes) == summary["dataset"]["split_sizes"]["clients"]
+    assert all(sum(cl["histogram"]) == cl["size"] for cl in partition["clients"])
+    assert json.loads((out / "config.json").read_text())["num_clients"] == 4
+    assert "students: mean / p10 / min" in proc.stderr + proc.stdout
+
+
+def test_same_seed_same_metrics_and_workers_do_not_matter(tmp_path):
+    a = fedkd.run(TINY, out=tmp_path / "a", overrides=["workers=2"])
+    b = fedkd.run(TINY, out=tmp_path / "b", overrides=["workers=2"])
+    c = fedkd.run(TINY, out=tmp_path / "c", overrides=["workers=1"])
+    d = fedkd.run(TINY, out=tmp_path / "d", overrides=["seed=1"])
+    assert _strip_times(a.metrics) == _strip_times(b.metrics) == _strip_times(c.metrics)
+    assert _strip_times(a.metrics) != _strip_times(d.metrics)
+    lines = lambda p: _strip_times(
+        [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+    )  # noqa: E731
+    assert lines(tmp_path / "a") == lines(tmp_path / "b")
+    assert a.summary["final"] == b.summary["final"]
+
+
+def test_npz_dataset_of_another_domain_distills_above_local_only(tmp_path):
+    from simulations.make_tabular_npz import make
+
+    x, y = make(4000, seed=3)
+    path = tmp_path / "tab.npz"
+    np.savez(path, x=x, y=y)
+    result = fedkd.run(
+        TINY,
+        out=tmp_path / "run",
+        overrides=[
+            f"data.name=npz:{path}",
+            "teachers.models=['mlp:width=128']",
+            "teachers.epochs=20",
+            "student.model=mlp:width=32,depth=1",
+            "partition.alpha=0.1",
+            "rounds=4",
+            "distill.local_epochs=3",
+        ],
+    )
+    s = result.summary
+    assert s["dataset"]["input_shape"] == [64] and s["dataset"]["num_classes"] == 10
+    assert s["final"]["teacher_accuracy"] > 0.8
+    assert s["final"]["student_accuracy_mean"] > s["baselines"]["local_only_accuracy_mean"] + 0.2
+
+
+class Hostile:
+    """Wraps the real ClientApp; partitions 1-3 send broken replies to train messages."""
+
+    def __init__(self):
+        self.app = real_client_app
+
+    def __call__(self, msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        reply = self.app(msg, context)
+        if msg.metadata.message_type != "train" or pid == 0:
+            return reply
+        if pid == 1:
+            raise RuntimeError("device crashed mid-round")
+        logits = reply.content[keys.REPLY_LOGITS][keys.LOGITS].numpy()
+        if pid == 2:
+            logits = logits.copy()
+            logits[0, 0] = np.nan
+        else:
+            logits = logits[:, :3]
+        content = RecordDict(
+            {
+                keys.METRICS: reply.content[keys.METRICS],
+                keys.REPLY_LOGITS: ArrayRecord({keys.LOGITS: Array(logits)}),
+            }
+        )
+        return Message(content, reply_to=msg)
+
+
+def test_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
+    cfg = load_config(TINY, ["workers=1"])
+    grid = InProcessGrid(Hostile(), cfg.num_clients, {keys.RUN_CONFIG_JSON: cfg.model_dump_json()})
+    result = run_server(grid, cfg, tmp_path)
+    rows = result.metrics
+    assert [r["replies_ok"] for r in rows] == [1, 1]
+    reasons = " | ".join(r["reason"] for r in rows[0]["rejections"])
+    assert "device crashed mid-round" in reasons
+    assert "NaN or inf" in reasons
+    assert "logits have shape" in reasons
+    assert result.summary["rejected_replies"] == 6
+    # broken clients still get evaluated; the run completes with all metrics
+    assert (
+        rows[-1]["evaluated"] == 4 and result.summary["final"]["student_accuracy_mean"] is not None
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "missing CONFIG argument"),
+        (["nope.toml"], "config file not found: nope.toml"),
+        ([str(TINY), "--num-clients", "0"], "num_clients=0"),
+        ([str(TINY), "--rounds", "x"], "rounds='x': Input should be a valid integer"),
+        ([str(TINY), "--engine", "warp"], "unknown engine; allowed: inprocess"),
+        ([str(TINY), "--set", "distill.alpha=2"], "distill.alpha=2"),
+        (
+            [str(TINY), "--set", "data.name=npz:/nonexistent.npz"],
+            "data.name=npz:/nonexistent.npz: file not found",
+        ),
+        (
+            [str(TINY), "--set", "student.model=cnn:width=0"],
+            "student.model='cnn:width=0': cnn needs width >= 1",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    cmd = fedkd_cmd("run", *args) if args else fedkd_cmd("run")
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "o")] if args else cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
