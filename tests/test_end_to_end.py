@@ -5,8 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 
 import fedkd
 from fedkd import keys
@@ -98,9 +97,10 @@ def test_same_seed_same_metrics_and_workers_do_not_matter(tmp_path):
     d = fedkd.run(TINY, out=tmp_path / "d", overrides=["seed=1"])
     assert _strip_times(a.metrics) == _strip_times(b.metrics) == _strip_times(c.metrics)
     assert _strip_times(a.metrics) != _strip_times(d.metrics)
-    lines = lambda p: _strip_times(
-        [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
-    )  # noqa: E731
+
+    def lines(p):
+        return _strip_times([json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()])  # noqa: E731
+
     assert lines(tmp_path / "a") == lines(tmp_path / "b")
     assert a.summary["final"] == b.summary["final"]
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from fedkd.strategies.fusion import (
     FUSION_REGISTRY,
     accuracy_weighted,
