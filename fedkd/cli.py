@@ -95,7 +95,18 @@ def _summary_table(summary: dict[str, Any], out: Path) -> Table:
         "students: mean / p10 / min",
         " / ".join(_pct(f[f"student_accuracy_{k}"]) for k in ("mean", "p10", "min")),
     )
-    table.add_row("teacher ensemble", _pct(f["teacher_accuracy"]))
+    teachers = summary["models"]["teachers"]
+    if teachers:
+        each = ", ".join(_pct(t["test_accuracy"]) for t in teachers)
+        cached = " (cached)" if all(t["cached"] for t in teachers) else ""
+        table.add_row(
+            f"teacher ensemble ({len(teachers)}: {each}){cached}", _pct(f["teacher_accuracy"])
+        )
+    params = ", ".join(f"{t['parameters']:,}" for t in teachers) or "-"
+    table.add_row(
+        "parameters: teachers / student",
+        f"{params} / {summary['models']['student']['parameters']:,}",
+    )
     table.add_row("local-only baseline (mean)", _pct(b["local_only_accuracy_mean"]))
     table.add_row(
         "bytes down / up", f"{c['bytes_down'] / 1e6:.1f} MB / {c['bytes_up'] / 1e6:.1f} MB"

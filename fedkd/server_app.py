@@ -158,8 +158,14 @@ def run_server(
         },
         "models": {
             "teachers": [
-                {"spec": s, "parameters": n}
-                for s, n in zip(teachers.specs, teachers.parameters, strict=True)
+                {"spec": s, "parameters": n, "test_accuracy": a, "cached": c}
+                for s, n, a, c in zip(
+                    teachers.specs,
+                    teachers.parameters,
+                    teachers.test_accuracy,
+                    teachers.cached,
+                    strict=True,
+                )
             ],
             "student": {"spec": cfg.student.model, "parameters": student_params},
         },
