@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fedkd.errors import FedkdInputError
+from fedkd.errors import FedkdInputError, RunFailed
 
 app = typer.Typer(
     add_completion=False,
@@ -159,6 +159,8 @@ def run(
             result = run_api(cfg, out=out_dir, progress=bar)
     except FedkdInputError as err:
         _fail(str(err))
+    except RunFailed as err:
+        _fail(str(err), code=1)
     except KeyboardInterrupt:
         console.print("interrupted; completed rounds are in metrics.jsonl of the run directory")
         raise typer.Exit(130) from None

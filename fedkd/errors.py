@@ -11,3 +11,7 @@ class ConfigError(FedkdInputError):
 
 class DataError(FedkdInputError):
     """A dataset file that is missing or malformed."""
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. no client answered); the CLI prints it as one line."""

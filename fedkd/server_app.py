@@ -23,7 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedkd import keys
 from fedkd.client_app import config_from_run_config
 from fedkd.config import FedkdConfig
-from fedkd.data import make_splits
+from fedkd.data import client_partitions, make_splits
 from fedkd.errors import ConfigError
 from fedkd.plots import plot_accuracy, plot_client_histogram
 from fedkd.results import MetricsLog, RunResult, write_json
@@ -77,6 +77,8 @@ def run_server(
     splits = make_splits(cfg.data, cfg.seed)
     student_params = _student_parameters(cfg, splits)
     log.info("student %s: %d parameters", cfg.student.model, student_params)
+    # fail fast on partitions that cannot be made (and warm the cache for in-process clients)
+    client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
     teachers = build_teachers(
         cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
     )

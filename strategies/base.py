@@ -38,6 +38,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedkd import keys
 from fedkd.config import FedkdConfig
+from fedkd.errors import RunFailed
 
 log = logging.getLogger("fedkd")
 
@@ -315,7 +316,9 @@ class KDStrategy(Strategy):
             }
         self._flush_rejections("discover")
         if not self.node_of:
-            raise RuntimeError("no client answered the discovery query")
+            raise RunFailed(
+                "no client answered the discovery query; see the rejected replies above"
+            )
 
     def local_only_baseline(
         self, grid: Grid, epochs: int, timeout: float | None = None

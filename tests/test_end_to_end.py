@@ -181,6 +181,8 @@ def test_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
         ([], "missing CONFIG argument"),
         (["nope.toml"], "config file not found: nope.toml"),
         ([str(TINY), "--num-clients", "0"], "num_clients=0"),
+        ([str(TINY), "--num-clients", "1000"], "fewer than num_clients x partition.min_size"),
+        (["BROKEN"], "is not valid TOML"),
         ([str(TINY), "--rounds", "x"], "rounds='x': Input should be a valid integer"),
         ([str(TINY), "--engine", "warp"], "unknown engine; allowed: inprocess"),
         ([str(TINY), "--set", "distill.alpha=2"], "distill.alpha=2"),
@@ -195,6 +197,10 @@ def test_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    if args == ["BROKEN"]:
+        broken = tmp_path / "broken.toml"
+        broken.write_text("rounds = [1,\n[data\n")
+        args = [str(broken)]
     cmd = fedkd_cmd("run", *args) if args else fedkd_cmd("run")
     proc = subprocess.run(
         [*cmd, "--out", str(tmp_path / "o")] if args else cmd,
