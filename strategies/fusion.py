@@ -82,3 +82,92 @@ def accuracy_weighted(
     Weights are ``acc_k / sum(acc)``; without weights this is :func:`mean_logits`.
     """
     return mean_logits(logits, weights=weights, temperature=temperature)
+
+
+def _as_logits(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Logits whose softmax at ``temperature`` is ``p``: ``T * log(p)``."""
+    return (temperature * np.log(np.clip(p, 1e-30, None))).astype(np.float32)
+
+
+@register_fusion("era")
+def entropy_reduction(
+    logits: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    temperature: float = 1.0,
+    era_temperature: float = 0.1,
+) -> np.ndarray:
+    """DS-FL entropy reduction aggregation: ``softmax(mean_k softmax(z_k) / T_era)``.
+
+    Sources' probabilities (at temperature 1, as DS-FL clients upload them) are averaged,
+    then sharpened with ``T_era`` (about 0.1; smaller is sharper). Returned as
+    ``T * log q`` so that softening at the distillation temperature ``T`` gives back ``q``.
+    """
+    arr = _check(logits)
+    w = _normalized(weights, arr.shape[0])
+    p = np.tensordot(w, softmax(arr, 1.0), axes=1)
+    return _as_logits(softmax(p, era_temperature), temperature)
+
+
+@register_fusion("median")
+def coordinate_median(
+    logits: np.ndarray, *, weights: np.ndarray | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """Coordinate-wise median of logits (robust to < 50% arbitrary sources; unweighted)."""
+    return np.median(_check(logits), axis=0).astype(np.float32)
+
+
+@register_fusion("trimmed_mean")
+def trimmed_mean(
+    logits: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    temperature: float = 1.0,
+    trim_fraction: float = 0.2,
+) -> np.ndarray:
+    """Coordinate-wise mean after dropping the ``trim_fraction`` highest and lowest values.
+
+    ``floor(trim_fraction * K)`` values are dropped at each end (unweighted); with K = 5
+    and 0.2, the middle three of each coordinate are averaged.
+    """
+    arr = _check(logits)
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    k = arr.shape[0]
+    cut = int(np.floor(trim_fraction * k))
+    ordered = np.sort(arr, axis=0)
+    return ordered[cut : k - cut].mean(axis=0).astype(np.float32)
+
+
+@register_fusion("confidence_weighted")
+def confidence_weighted(
+    logits: np.ndarray, *, weights: np.ndarray | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """Per-sample mean of logits weighted by each source's confidence (max probability).
+
+    Weight of source k on sample i: ``w_k * max_c softmax(z_ki)`` normalised over k.
+    """
+    arr = _check(logits)
+    w = _normalized(weights, arr.shape[0])
+    conf = softmax(arr, 1.0).max(axis=-1) * w[:, None]  # (K, N)
+    conf = conf / conf.sum(axis=0, keepdims=True)
+    return np.einsum("kn,knc->nc", conf, arr).astype(np.float32)
+
+
+@register_fusion("entropy_weighted")
+def entropy_weighted(
+    logits: np.ndarray, *, weights: np.ndarray | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """Per-sample mean of logits weighted by ``1 - H(p_ki) / log C`` (low entropy counts more).
+
+    A uniform prediction gets weight 0; a one-hot prediction weight 1. If every source is
+    uniform on a sample, the plain (weighted) mean is used there.
+    """
+    arr = _check(logits)
+    w = _normalized(weights, arr.shape[0])
+    p = softmax(arr, 1.0)
+    h = -(p * np.log(np.clip(p, 1e-30, None))).sum(-1) / np.log(arr.shape[-1])  # (K, N)
+    ew = np.clip(1.0 - h, 0.0, None) * w[:, None]
+    total = ew.sum(axis=0, keepdims=True)
+    ew = np.where(total > 1e-12, ew / np.where(total > 1e-12, total, 1.0), w[:, None])
+    return np.einsum("kn,knc->nc", ew, arr).astype(np.float32)

@@ -62,3 +62,65 @@ def test_bad_inputs_rejected():
 
 def test_registry_holds_the_documented_rules():
     assert {"mean", "mean_probs", "accuracy_weighted"} <= set(FUSION_REGISTRY)
+
+
+def test_era_golden():
+    from fedkd.strategies.fusion import entropy_reduction
+
+    # mean probabilities of sample 0 are [.3776, .2447, .3776]; ERA at 0.1 sharpens them
+    out = entropy_reduction(Z, temperature=1.0, era_temperature=0.1)
+    q = softmax(out, 1.0)[0]
+    p = np.array([0.377636, 0.244728, 0.377636])
+    expected = np.exp(p / 0.1) / np.exp(p / 0.1).sum()
+    np.testing.assert_allclose(q, expected, atol=1e-4)
+    np.testing.assert_allclose(q, [0.4416, 0.1169, 0.4416], atol=1e-3)
+    # sharper than plain averaging of probabilities
+    assert q.max() > p.max()
+
+
+def test_median_and_trimmed_mean_golden():
+    from fedkd.strategies.fusion import coordinate_median, trimmed_mean
+
+    stack = np.array([[[1.0, 0.0]], [[2.0, 0.0]], [[3.0, 1.0]], [[4.0, 1.0]], [[100.0, -50.0]]])
+    np.testing.assert_allclose(coordinate_median(stack), [[3.0, 0.0]])
+    # K=5, trim 0.2 drops one at each end: mean of [2,3,4] and of sorted [-50,0,0,1,1][1:4]
+    np.testing.assert_allclose(
+        trimmed_mean(stack, trim_fraction=0.2), [[3.0, 1.0 / 3.0]], rtol=1e-6
+    )
+    np.testing.assert_allclose(trimmed_mean(stack, trim_fraction=0.0), stack.mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="trim_fraction"):
+        trimmed_mean(stack, trim_fraction=0.5)
+
+
+def test_robust_rules_resist_one_outlier_that_moves_the_mean():
+    from fedkd.strategies.fusion import coordinate_median, trimmed_mean
+
+    rng = np.random.default_rng(0)
+    honest = rng.normal(size=(4, 6, 3))
+    attacked = np.concatenate([honest, 1000 * np.ones((1, 6, 3))])
+    assert np.abs(mean_logits(attacked) - mean_logits(honest)).max() > 100
+    assert np.abs(coordinate_median(attacked) - np.median(honest, 0)).max() < 3
+    assert np.abs(trimmed_mean(attacked, trim_fraction=0.2)).max() < 5
+
+
+def test_confidence_and_entropy_weighting_golden():
+    from fedkd.strategies.fusion import confidence_weighted, entropy_weighted
+
+    confident = np.array([[10.0, 0.0]])  # p ~ [1, 0]
+    unsure = np.array([[0.0, 0.0]])  # p = [.5, .5]
+    stack = np.stack([confident, unsure])
+    c = 1 / (1 + np.exp(-10.0))  # max probability of the confident source
+    np.testing.assert_allclose(
+        confidence_weighted(stack), (c * confident + 0.5 * unsure) / (c + 0.5), rtol=1e-5
+    )
+    # a uniform prediction has entropy log 2: weight 0, so only the confident source counts
+    np.testing.assert_allclose(entropy_weighted(stack), confident, rtol=1e-4)
+    # all uniform: falls back to the plain mean
+    np.testing.assert_allclose(entropy_weighted(np.stack([unsure, unsure])), unsure)
+
+
+def test_data_size_weights_enter_the_mean_rules():
+    w = np.array([30.0, 10.0])
+    np.testing.assert_allclose(mean_logits(Z, weights=w), 0.75 * Z[0] + 0.25 * Z[1], rtol=1e-6)
+    pm = softmax(mean_probs(Z, weights=w, temperature=1.0), 1.0)
+    np.testing.assert_allclose(pm, 0.75 * softmax(Z[0]) + 0.25 * softmax(Z[1]), rtol=1e-5)
