@@ -142,7 +142,14 @@ class StrategyConfig(_Section):
         "mean",
         description="Teacher ensemble rule: 'mean' (mean of logits), 'mean_probs' (mean "
         "of probabilities at distill.temperature), 'accuracy_weighted' (logits weighted "
-        "by each teacher's accuracy on the teacher split).",
+        "by each teacher's accuracy on the teacher split), 'era' (DS-FL entropy "
+        "reduction), 'median', 'trimmed_mean', 'confidence_weighted', 'entropy_weighted'.",
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0, lt=0.5, description="'trimmed_mean' fusion: share cut at each end."
+    )
+    era_temperature: float = Field(
+        0.1, gt=0, description="'era' fusion: sharpening temperature (DS-FL uses 0.1)."
     )
     fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of clients sampled per round, in (0, 1]."
@@ -267,6 +274,14 @@ class FedkdConfig(_Section):
     def resolved_workers(self) -> int:
         """``workers``, with 0 resolved to the number of CPU cores."""
         return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+    @property
+    def fusion_params(self) -> dict[str, float]:
+        """Extra parameters of the fusion rules, from ``[strategy]``."""
+        return {
+            "trim_fraction": self.strategy.trim_fraction,
+            "era_temperature": self.strategy.era_temperature,
+        }
 
     def to_json(self) -> str:
         """Resolved configuration as JSON (what ``config.json`` holds)."""

@@ -83,7 +83,10 @@ def run_server(
         cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
     )
     ens_acc = teachers.ensemble_accuracy(
-        splits.data.y[splits.test], cfg.strategy.fusion, cfg.distill.temperature
+        splits.data.y[splits.test],
+        cfg.strategy.fusion,
+        cfg.distill.temperature,
+        **cfg.fusion_params,
     )
     for spec, n, acc, hit in zip(
         teachers.specs, teachers.parameters, teachers.test_accuracy, teachers.cached, strict=True

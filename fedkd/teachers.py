@@ -49,21 +49,23 @@ class TeacherBundle:
         """Per-teacher weights a fusion rule needs (accuracy on the teacher split)."""
         return np.asarray(self.train_accuracy) if fusion == "accuracy_weighted" else None
 
-    def fused(self, logits: np.ndarray, fusion: str, temperature: float) -> np.ndarray:
+    def fused(
+        self, logits: np.ndarray, fusion: str, temperature: float, **params: float
+    ) -> np.ndarray:
         """``fusion`` applied to per-teacher ``logits`` of shape (K, N, C)."""
-        from fedkd.strategies.fusion import FUSION_REGISTRY
+        from fedkd.strategies.fusion import apply_fusion
 
-        return FUSION_REGISTRY[fusion](
-            logits, weights=self.fusion_weights(fusion), temperature=temperature
+        return apply_fusion(
+            fusion, logits, weights=self.fusion_weights(fusion), temperature=temperature, **params
         )
 
     def ensemble_accuracy(
-        self, y_test: np.ndarray, fusion: str, temperature: float
+        self, y_test: np.ndarray, fusion: str, temperature: float, **params: float
     ) -> float | None:
         """Test accuracy of the fused ensemble (``None`` without teachers)."""
         if self.count == 0:
             return None
-        pred = self.fused(self.test_logits, fusion, temperature).argmax(-1)
+        pred = self.fused(self.test_logits, fusion, temperature, **params).argmax(-1)
         return float((pred == y_test).mean())
 
 

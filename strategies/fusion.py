@@ -10,6 +10,7 @@ Register your own with ``@fedkd.register_fusion("name")``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +27,25 @@ def register_fusion(name: str) -> Callable[[FusionFn], FusionFn]:
         return fn
 
     return decorator
+
+
+def apply_fusion(
+    name: str,
+    logits: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    temperature: float = 1.0,
+    **params: float,
+) -> np.ndarray:
+    """Run fusion rule ``name``, passing only the extra ``params`` that the rule accepts.
+
+    ``params`` typically comes from the ``[strategy]`` config (``trim_fraction``,
+    ``era_temperature``), so every rule can be selected by name alone.
+    """
+    fn = FUSION_REGISTRY[name]
+    accepted = inspect.signature(fn).parameters
+    extra = {k: v for k, v in params.items() if k in accepted}
+    return fn(logits, weights=weights, temperature=temperature, **extra)
 
 
 def softmax(z: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:

@@ -29,7 +29,10 @@ class MultiTeacher(KDStrategy):
         _, num_proxy, num_classes = teachers.proxy_logits.shape
         super().__init__(cfg, num_proxy, num_classes)
         self.targets = teachers.fused(
-            teachers.proxy_logits, cfg.strategy.fusion, cfg.distill.temperature
+            teachers.proxy_logits,
+            cfg.strategy.fusion,
+            cfg.distill.temperature,
+            **cfg.fusion_params,
         )
         self.client_agreement: list[float] = []
 

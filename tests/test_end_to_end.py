@@ -212,3 +212,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "fusion", ["mean_probs", "accuracy_weighted", "era", "median", "trimmed_mean"]
+)
+def test_every_teacher_fusion_rule_runs_end_to_end(tmp_path, fusion):
+    s = fedkd.run(
+        TINY,
+        out=tmp_path,
+        overrides=[f"strategy.fusion={fusion}", "rounds=1", "baselines.local_only=false"],
+    ).summary
+    assert s["fusion"] == fusion and 0 <= s["final"]["teacher_accuracy"] <= 1
+    assert s["final"]["student_accuracy_mean"] is not None

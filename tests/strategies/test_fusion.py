@@ -124,3 +124,13 @@ def test_data_size_weights_enter_the_mean_rules():
     np.testing.assert_allclose(mean_logits(Z, weights=w), 0.75 * Z[0] + 0.25 * Z[1], rtol=1e-6)
     pm = softmax(mean_probs(Z, weights=w, temperature=1.0), 1.0)
     np.testing.assert_allclose(pm, 0.75 * softmax(Z[0]) + 0.25 * softmax(Z[1]), rtol=1e-5)
+
+
+def test_apply_fusion_passes_only_accepted_params():
+    from fedkd.strategies.fusion import apply_fusion, trimmed_mean
+
+    params = {"trim_fraction": 0.0, "era_temperature": 0.5}
+    np.testing.assert_allclose(apply_fusion("mean", Z, **params), mean_logits(Z))
+    np.testing.assert_allclose(
+        apply_fusion("trimmed_mean", Z, **params), trimmed_mean(Z, trim_fraction=0.0)
+    )
