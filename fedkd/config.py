@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedkd.errors import ConfigError
+from fedkd.registry import Registry
 
 
 class _Section(BaseModel):
@@ -22,6 +23,12 @@ class _Section(BaseModel):
 
 
 Size = float | int
+
+
+def _registered(registry: Registry[Any], name: str) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind}; allowed: {registry.allowed()}")
+    return name
 
 
 def _check_model_spec(spec: str) -> str:
@@ -64,9 +71,7 @@ class DataConfig(_Section):
 
         base = v.split(":", 1)[0]
         if base not in DATASET_REGISTRY:
-            raise ValueError(
-                f"unknown dataset; allowed: {', '.join(sorted(DATASET_REGISTRY))}, npz:PATH"
-            )
+            raise ValueError(f"unknown dataset; allowed: {DATASET_REGISTRY.allowed()}, npz:PATH")
         if base == "npz" and not v[4:]:
             raise ValueError("npz needs a path: npz:PATH")
         return v
@@ -171,18 +176,14 @@ class StrategyConfig(_Section):
     def _known_strategy(cls, v: str) -> str:
         from fedkd.strategies import STRATEGY_REGISTRY
 
-        if v not in STRATEGY_REGISTRY:
-            raise ValueError(f"unknown strategy; allowed: {', '.join(sorted(STRATEGY_REGISTRY))}")
-        return v
+        return _registered(STRATEGY_REGISTRY, v)
 
     @field_validator("fusion")
     @classmethod
     def _known_fusion(cls, v: str) -> str:
         from fedkd.strategies.fusion import FUSION_REGISTRY
 
-        if v not in FUSION_REGISTRY:
-            raise ValueError(f"unknown fusion; allowed: {', '.join(sorted(FUSION_REGISTRY))}")
-        return v
+        return _registered(FUSION_REGISTRY, v)
 
 
 class DistillConfig(_Section):
@@ -209,9 +210,7 @@ class DistillConfig(_Section):
     def _known_loss(cls, v: str) -> str:
         from fedkd.losses import LOSS_REGISTRY
 
-        if v not in LOSS_REGISTRY:
-            raise ValueError(f"unknown loss; allowed: {', '.join(sorted(LOSS_REGISTRY))}")
-        return v
+        return _registered(LOSS_REGISTRY, v)
 
 
 class EvaluateConfig(_Section):
@@ -266,9 +265,7 @@ class FedkdConfig(_Section):
     def _known_engine(cls, v: str) -> str:
         from fedkd.engines import ENGINE_REGISTRY
 
-        if v not in ENGINE_REGISTRY:
-            raise ValueError(f"unknown engine; allowed: {', '.join(sorted(ENGINE_REGISTRY))}")
-        return v
+        return _registered(ENGINE_REGISTRY, v)
 
     @property
     def resolved_workers(self) -> int:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedkd.errors import DataError
+from fedkd.registry import Registry
 
 if TYPE_CHECKING:
     from fedkd.config import DataConfig, PartitionConfig
@@ -51,20 +52,12 @@ class Dataset:
 
 
 DatasetLoader = Callable[[str, "DataConfig", int], Dataset]
-DATASET_REGISTRY: dict[str, DatasetLoader] = {}
+DATASET_REGISTRY: Registry[DatasetLoader] = Registry("dataset")
+register_dataset = DATASET_REGISTRY.register
+"""Register a dataset loader ``fn(arg, data_config, seed) -> Dataset`` under ``name``.
 
-
-def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register a dataset loader ``fn(arg, data_config, seed) -> Dataset`` under ``name``.
-
-    ``data.name = "name"`` or ``"name:arg"`` selects it; ``arg`` is the text after the colon.
-    """
-
-    def decorator(fn: DatasetLoader) -> DatasetLoader:
-        DATASET_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+``data.name = "name"`` or ``"name:arg"`` selects it; ``arg`` is the text after the colon.
+"""
 
 
 def cache_dir() -> Path:

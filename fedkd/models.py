@@ -20,22 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedkd.registry import Registry
+
 ModelFactory = Callable[..., nn.Module]
-MODEL_REGISTRY: dict[str, ModelFactory] = {}
+MODEL_REGISTRY: Registry[ModelFactory] = Registry("model family")
+register_model = MODEL_REGISTRY.register
+"""Register a model family under ``name`` (usable as ``name:key=value`` in specs).
 
-
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Register a model family under ``name`` (usable as ``name:key=value`` in specs).
-
-    The factory receives ``input_shape`` (tuple without the batch axis), ``num_classes``
-    and the keyword arguments of the spec.
-    """
-
-    def decorator(fn: ModelFactory) -> ModelFactory:
-        MODEL_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+The factory receives ``input_shape`` (tuple without the batch axis), ``num_classes``
+and the keyword arguments of the spec.
+"""
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
@@ -49,9 +43,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
     """
     family, _, rest = spec.strip().partition(":")
     if family not in MODEL_REGISTRY:
-        raise ValueError(
-            f"unknown model family '{family}'; allowed: {', '.join(sorted(MODEL_REGISTRY))}"
-        )
+        raise ValueError(f"unknown model family '{family}'; allowed: {MODEL_REGISTRY.allowed()}")
     kwargs: dict[str, int | float | str] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")

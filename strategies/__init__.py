@@ -9,17 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-STRATEGY_REGISTRY: dict[str, Callable[..., Any]] = {}
+from fedkd.registry import Registry
 
-
-def register_strategy(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a strategy factory ``fn(cfg, setup) -> KDStrategy`` under ``name``."""
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        STRATEGY_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+STRATEGY_REGISTRY: Registry[Callable[..., Any]] = Registry("strategy")
+register_strategy = STRATEGY_REGISTRY.register
+"""Register a strategy factory ``fn(cfg, teachers) -> KDStrategy`` under ``name``."""
 
 
 def _register_builtin() -> None:

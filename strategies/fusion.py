@@ -15,18 +15,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedkd.registry import Registry
+
 FusionFn = Callable[..., np.ndarray]
-FUSION_REGISTRY: dict[str, FusionFn] = {}
-
-
-def register_fusion(name: str) -> Callable[[FusionFn], FusionFn]:
-    """Register a fusion rule ``fn(logits, *, weights, temperature) -> logits``."""
-
-    def decorator(fn: FusionFn) -> FusionFn:
-        FUSION_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+FUSION_REGISTRY: Registry[FusionFn] = Registry("fusion")
+register_fusion = FUSION_REGISTRY.register
+"""Register a fusion rule ``fn(logits, *, weights, temperature, ...) -> logits``."""
 
 
 def apply_fusion(

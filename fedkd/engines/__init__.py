@@ -9,17 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-ENGINE_REGISTRY: dict[str, Callable[..., Any]] = {}
+from fedkd.registry import Registry
 
-
-def register_engine(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a Grid factory ``fn(client_app, cfg, run_config) -> Grid`` as ``name``."""
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        ENGINE_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+ENGINE_REGISTRY: Registry[Callable[..., Any]] = Registry("engine")
+register_engine = ENGINE_REGISTRY.register
+"""Register a Grid factory ``fn(client_app, cfg, run_config) -> Grid`` as ``name``."""
 
 
 def _inprocess(client_app: Any, cfg: Any, run_config: dict[str, Any]) -> Any:

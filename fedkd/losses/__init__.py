@@ -19,26 +19,14 @@ import torch
 
 from fedkd.losses.hinton import hinton_loss
 from fedkd.losses.soft_target import soft_target_loss
+from fedkd.registry import Registry
 
 DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-LOSS_REGISTRY: dict[str, DistillLoss] = {}
-
-
-def register_loss(name: str) -> Callable[[DistillLoss], DistillLoss]:
-    """Register a distillation loss under ``name`` for ``distill.loss``."""
-
-    def decorator(fn: DistillLoss) -> DistillLoss:
-        LOSS_REGISTRY[name] = fn
-        return fn
-
-    return decorator
-
-
-def get_loss(name: str) -> DistillLoss:
-    """Return the registered distillation loss ``name``."""
-    if name not in LOSS_REGISTRY:
-        raise KeyError(f"unknown loss '{name}'; allowed: {', '.join(sorted(LOSS_REGISTRY))}")
-    return LOSS_REGISTRY[name]
+LOSS_REGISTRY: Registry[DistillLoss] = Registry("loss")
+register_loss = LOSS_REGISTRY.register
+"""Register a distillation loss under ``name`` for ``distill.loss`` (decorator)."""
+get_loss = LOSS_REGISTRY.lookup
+"""Return the registered distillation loss ``name``."""
 
 
 register_loss("response")(soft_target_loss)
