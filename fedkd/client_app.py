@@ -26,7 +26,7 @@ from flwr.clientapp import ClientApp
 
 from fedkd import keys
 from fedkd.config import DataConfig, FedkdConfig, load_config
-from fedkd.data import client_partitions, make_splits
+from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.models import build_seeded_model
 from fedkd.training import evaluate, fit_distill, fit_supervised, make_optimizer, predict_logits
 
@@ -85,14 +85,50 @@ def _shared_data(data: DataConfig, seed: int) -> _Shared:
     )
 
 
-def _private_data(cfg: FedkdConfig, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _private_data(
+    cfg: FedkdConfig, context: Context, partition_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The node's private data: its own ``data-path`` file, or its simulated partition."""
+    path = context.node_config.get(keys.NODE_DATA_PATH)
+    if path:
+        return _device_file(cfg.data, cfg.seed, str(path))
     idx = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)[partition_id]
     data = make_splits(cfg.data, cfg.seed).data
     return torch.from_numpy(data.x[idx]), torch.from_numpy(data.y[idx])
 
 
+@functools.lru_cache(maxsize=4)
+def _device_file(data: DataConfig, seed: int, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A device's own ``.npz`` (``x``, ``y``), checked against the federation's data."""
+    ds = load_npz(path, data, seed)
+    splits = make_splits(data, seed)
+    if ds.input_shape != splits.data.input_shape:
+        raise ValueError(
+            f"data-path {path}: samples have shape {ds.input_shape}, the federation uses "
+            f"{splits.data.input_shape}"
+        )
+    if ds.num_classes > splits.data.num_classes:
+        raise ValueError(
+            f"data-path {path}: label {ds.num_classes - 1} outside the federation's "
+            f"{splits.data.num_classes} classes"
+        )
+    return torch.from_numpy(splits.normalize(ds.x)), torch.from_numpy(ds.y)
+
+
 def _partition_id(context: Context, cfg: FedkdConfig) -> int:
-    pid = int(context.node_config[keys.NODE_PARTITION_ID])
+    """The node's client id: ``partition-id`` from its node config.
+
+    A device with its own ``data-path`` may omit it; its node id then serves as client id.
+    """
+    if context.node_config.get(keys.NODE_DATA_PATH):
+        raw = context.node_config.get(keys.NODE_PARTITION_ID, context.node_id % 2**31)
+        return int(raw)  # type: ignore[arg-type]
+    if keys.NODE_PARTITION_ID not in context.node_config:
+        raise ValueError(
+            "node config has neither 'partition-id' nor 'data-path'; start the SuperNode "
+            'with --node-config "partition-id=I num-partitions=N" or "data-path=FILE.npz"'
+        )
+    pid = int(context.node_config[keys.NODE_PARTITION_ID])  # type: ignore[arg-type]
     if not 0 <= pid < cfg.num_clients:
         raise ValueError(f"partition-id {pid} outside 0..{cfg.num_clients - 1}")
     return pid
@@ -162,7 +198,7 @@ def train(msg: Message, context: Context) -> Message:
         raise ValueError(
             f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}"
         )
-    x_local, y_local = _private_data(cfg, pid)
+    x_local, y_local = _private_data(cfg, context, pid)
     model, opt = _load_student(context, cfg, shared, pid)
     for group in opt.param_groups:
         group["lr"] = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
@@ -217,7 +253,7 @@ def evaluate_student(msg: Message, context: Context) -> Message:
 def query_info(msg: Message, context: Context) -> Message:
     """Partition id, private data size and class histogram (counts only, never data)."""
     cfg, shared, pid = _setup(context)
-    _, y_local = _private_data(cfg, pid)
+    _, y_local = _private_data(cfg, context, pid)
     hist = np.bincount(y_local.numpy(), minlength=shared.num_classes).astype(int).tolist()
     return _reply(
         msg,
@@ -230,7 +266,7 @@ def query_local_only(msg: Message, context: Context) -> Message:
     """Baseline: a fresh student trained on private data only; its test accuracy."""
     cfg, shared, pid = _setup(context)
     epochs = int(msg.content.config_records[keys.CONFIG][keys.BASELINE_EPOCHS])  # type: ignore[arg-type]
-    x_local, y_local = _private_data(cfg, pid)
+    x_local, y_local = _private_data(cfg, context, pid)
     model = _fresh_student(cfg, shared, pid)
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     fit_supervised(

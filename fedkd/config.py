@@ -170,6 +170,18 @@ class StrategyConfig(_Section):
     max_reply_bytes: int = Field(
         64 * 2**20, ge=1, description="Replies larger than this are rejected."
     )
+    round_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds the server waits for the replies of one phase; clients that "
+        "have not answered by then are counted as 'no reply' and the round goes on.",
+    )
+    wait_for_clients_s: float = Field(
+        300.0,
+        ge=0,
+        description="At the start, seconds to wait for num_clients nodes to connect "
+        "(deployment); the run then goes on with those connected (at least min_clients).",
+    )
 
     @field_validator("name")
     @classmethod

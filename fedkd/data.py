@@ -156,6 +156,12 @@ class Splits:
     proxy: np.ndarray
     clients: np.ndarray
     test: np.ndarray
+    norm_mean: float = 0.0
+    norm_std: float = 1.0
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Apply the splits' feature standardisation to other data (a device's own file)."""
+        return ((x - self.norm_mean) / self.norm_std).astype(np.float32)
 
     def xy(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of split ``part``."""
@@ -202,11 +208,12 @@ def _make_splits(cfg: DataConfig, seed: int) -> Splits:
     perm = np.random.default_rng([seed, 1]).permutation(len(ds.y))
     cuts = np.cumsum(sizes)
     teacher, proxy, clients, test = (perm[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True))
-    x = ds.x
+    mean, std = 0.0, 1.0
     if cfg.normalize:
-        ref = x[teacher]
-        x = ((x - ref.mean()) / (ref.std() + 1e-8)).astype(np.float32)
-    return Splits(Dataset(x, ds.y), teacher, proxy, clients, test)
+        ref = ds.x[teacher]
+        mean, std = float(ref.mean()), float(ref.std() + 1e-8)
+    x = ((ds.x - mean) / std).astype(np.float32)
+    return Splits(Dataset(x, ds.y), teacher, proxy, clients, test, mean, std)
 
 
 # --------------------------------------------------------------------------- partitions

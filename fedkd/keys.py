@@ -29,6 +29,7 @@ CLASS_HISTOGRAM = "class-histogram"
 # Node config keys (set by the simulation engines or a SuperNode's --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
+NODE_DATA_PATH = "data-path"  # a device's own .npz with x and y (deployment)
 
 # Run config keys (pyproject [tool.flwr.app.config] or the in-process engine)
 RUN_CONFIG_JSON = "fedkd-config-json"  # resolved config as JSON (in-process engine)

@@ -101,7 +101,7 @@ def run_server(
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
 
     notify("status", {"text": "discovering clients"})
-    strategy.discover(grid)
+    strategy.discover(grid, cfg.strategy.round_timeout_s)
     write_json(
         out / "partition.json",
         {
@@ -127,7 +127,9 @@ def run_server(
     local: dict[int, float] = {}
     if cfg.baselines.local_only:
         notify("status", {"text": "local-only baseline"})
-        local = strategy.local_only_baseline(grid, cfg.rounds * cfg.distill.local_epochs)
+        local = strategy.local_only_baseline(
+            grid, cfg.rounds * cfg.distill.local_epochs, cfg.strategy.round_timeout_s
+        )
 
     final_accs = [strategy.latest_accuracy[p] for p in sorted(strategy.latest_accuracy)]
     last = rows[-1] if rows else {}
@@ -182,6 +184,7 @@ def run_server(
             "counted": "protobuf size of every Message's RecordDict, as Flower serializes it",
         },
         "rejected_replies": len(strategy.rejections),
+        "rejected_by_kind": strategy.rejections_by_kind(),
         "rejections": strategy.rejections[:100],
         "wall_time_s": time.perf_counter() - t0,
         "virtual_time_s": None,

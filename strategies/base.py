@@ -253,21 +253,23 @@ class KDStrategy(Strategy):
         good = []
         for msg in replies:
             pid = part_of.get(msg.metadata.src_node_id, -1)
-            reason = check_reply(
+            rejection = check_reply(
                 msg,
                 required_metrics=required,
                 logits_shape=logits_shape,
                 max_bytes=self.cfg.strategy.max_reply_bytes,
                 size=reply_size(msg),
             )
-            if reason is None:
+            if rejection is None:
                 claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
                 if claimed != pid:
                     node = msg.metadata.src_node_id
-                    reason = f"reply claims partition {claimed} but node {node} is partition {pid}"
-            if reason is not None:
-                log.info("rejected reply from partition %s: %s", pid, reason)
-                self._round_rejections.append({"partition": pid, "reason": reason})
+                    rejection = (
+                        "wrong_partition",
+                        f"reply claims partition {claimed} but node {node} is partition {pid}",
+                    )
+            if rejection is not None:
+                self._reject(pid, *rejection)
                 continue
             good.append((pid, msg))
         return sorted(good, key=lambda t: t[0])
@@ -285,23 +287,37 @@ class KDStrategy(Strategy):
         got = {r.metadata.src_node_id for r in replies}
         part_of = {n: p for p, n in self.node_of.items()}
         for node in sorted(expected - got):
-            reason = "no reply (timeout or node unavailable)"
-            log.info("partition %s: %s", part_of.get(node, node), reason)
-            self._round_rejections.append({"partition": part_of.get(node, -1), "reason": reason})
+            self._reject(part_of.get(node, -1), "no_reply", "no reply (timeout or node gone)")
         return replies
 
     # ----------------------------------------------------------------- discovery
-    def discover(self, grid: Grid, timeout: float | None = None) -> None:
+    def wait_for_nodes(self, grid: Grid) -> list[int]:
+        """Connected node ids, after waiting up to ``wait_for_clients_s`` for all of them."""
+        deadline = time.monotonic() + self.cfg.strategy.wait_for_clients_s
+        while True:
+            nodes = sorted(grid.get_node_ids())
+            if len(nodes) >= self.cfg.num_clients or time.monotonic() >= deadline:
+                break
+            log.info("waiting for clients: %d of %d connected", len(nodes), self.cfg.num_clients)
+            time.sleep(1.0)
+        if len(nodes) < self.cfg.strategy.min_clients:
+            raise RunFailed(
+                f"only {len(nodes)} client(s) connected after "
+                f"{self.cfg.strategy.wait_for_clients_s:.0f} s; strategy.min_clients = "
+                f"{self.cfg.strategy.min_clients}"
+            )
+        return nodes
+
+    def discover(self, grid: Grid, timeout: float | None = None) -> None:  # noqa: D417
         """Ask every node for its partition id, data size and class histogram."""
-        nodes = sorted(grid.get_node_ids())
+        nodes = self.wait_for_nodes(grid)
         record = RecordDict({keys.CONFIG: ConfigRecord({})})
         msgs = [Message(record, n, MessageType.QUERY, group_id="discover") for n in nodes]
         by_node = {}
         for reply in self._exchange(grid, msgs, "discover", timeout):
-            reason = check_reply(reply, required_metrics=(keys.PARTITION_ID, keys.NUM_EXAMPLES))
-            if reason is not None:
-                log.info("node %s left out: %s", reply.metadata.src_node_id, reason)
-                self._round_rejections.append({"partition": -1, "reason": reason})
+            rejection = check_reply(reply, required_metrics=(keys.PARTITION_ID, keys.NUM_EXAMPLES))
+            if rejection is not None:
+                self._reject(-1, *rejection)
                 continue
             by_node[reply.metadata.src_node_id] = reply.content.metric_records[keys.METRICS]
         for node, m in sorted(by_node.items()):
@@ -345,13 +361,15 @@ class KDStrategy(Strategy):
         grid: Grid,
         num_rounds: int,
         *,
-        timeout: float | None = 3600,
+        timeout: float | None = None,
         on_round: RoundCallback | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``num_rounds`` rounds; returns one metrics row per round.
 
-        ``on_round`` is called with each row as soon as the round completes.
+        ``timeout`` (default ``strategy.round_timeout_s``) bounds each phase's wait for
+        replies. ``on_round`` is called with each row as soon as the round completes.
         """
+        timeout = self.cfg.strategy.round_timeout_s if timeout is None else timeout
         self.summary()
         if not self.node_of:
             self.discover(grid, timeout)
@@ -405,6 +423,14 @@ class KDStrategy(Strategy):
         }
         self._flush_rejections(rnd)
         return row
+
+    def _reject(self, partition: int, kind: str, reason: str) -> None:
+        log.info("rejected reply from partition %s (%s): %s", partition, kind, reason)
+        self._round_rejections.append({"partition": partition, "kind": kind, "reason": reason})
+
+    def rejections_by_kind(self) -> dict[str, int]:
+        """How many replies were rejected, per kind (over the whole run)."""
+        return dict(Counter(r["kind"] for r in self.rejections))
 
     def _flush_rejections(self, label: int | str) -> None:
         """Log one warning per distinct rejection reason and keep them for the summary."""

@@ -17,6 +17,10 @@ def reply_size(msg: Message) -> int:
     return int(recorddict_to_proto(msg.content).ByteSize())
 
 
+Rejection = tuple[str, str]
+"""``(kind, reason)``: a short category (counted in ``summary.json``) and the detail."""
+
+
 def check_reply(
     msg: Message,
     *,
@@ -24,41 +28,46 @@ def check_reply(
     logits_shape: tuple[int, int] | None = None,
     max_bytes: int | None = None,
     size: int | None = None,
-) -> str | None:
+) -> Rejection | None:
     """Return why ``msg`` must be rejected, or ``None`` when it is well formed.
 
     Checks: no error, size within ``max_bytes``, a metrics record with finite values for
     ``required_metrics`` and, when ``logits_shape`` is given, a float logits array of
-    exactly that shape with only finite values.
+    exactly that shape with only finite values. Kinds: ``client_error``, ``oversized``,
+    ``missing_record``, ``bad_metric``, ``undecodable``, ``bad_dtype``, ``bad_shape``,
+    ``non_finite``.
     """
     if msg.has_error():
-        return f"client error: {msg.error.reason}"
+        return "client_error", f"client error: {msg.error.reason}"
     if max_bytes is not None and size is not None and size > max_bytes:
-        return f"reply of {size} bytes exceeds the {max_bytes}-byte limit"
+        return "oversized", f"reply of {size} bytes exceeds the {max_bytes}-byte limit"
     content = msg.content
     if keys.METRICS not in content.metric_records:
-        return f"missing metric record '{keys.METRICS}'"
+        return "missing_record", f"missing metric record '{keys.METRICS}'"
     metrics = content.metric_records[keys.METRICS]
     for key in required_metrics:
         if key not in metrics:
-            return f"missing metric '{key}'"
+            return "missing_record", f"missing metric '{key}'"
         value = metrics[key]
         if not isinstance(value, int | float) or not np.isfinite(value):
-            return f"metric '{key}' is not a finite number ({value!r})"
+            return "bad_metric", f"metric '{key}' is not a finite number ({value!r})"
     if logits_shape is not None:
         if keys.REPLY_LOGITS not in content.array_records:
-            return f"missing array record '{keys.REPLY_LOGITS}'"
+            return "missing_record", f"missing array record '{keys.REPLY_LOGITS}'"
         record = content.array_records[keys.REPLY_LOGITS]
         if keys.LOGITS not in record:
-            return f"missing array '{keys.LOGITS}'"
+            return "missing_record", f"missing array '{keys.LOGITS}'"
         try:
             arr = record[keys.LOGITS].numpy()
         except Exception as err:  # noqa: BLE001 - undecodable bytes from a client
-            return f"logits cannot be decoded ({err})"
+            return "undecodable", f"logits cannot be decoded ({err})"
         if arr.dtype.kind != "f":
-            return f"logits have dtype {arr.dtype}; expected a float type"
+            return "bad_dtype", f"logits have dtype {arr.dtype}; expected a float type"
         if tuple(arr.shape) != tuple(logits_shape):
-            return f"logits have shape {tuple(arr.shape)}; expected {tuple(logits_shape)}"
+            return (
+                "bad_shape",
+                f"logits have shape {tuple(arr.shape)}; expected {tuple(logits_shape)}",
+            )
         if not np.all(np.isfinite(arr)):
-            return "logits contain NaN or inf"
+            return "non_finite", "logits contain NaN or inf"
     return None

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -131,48 +132,75 @@ def test_npz_dataset_of_another_domain_distills_above_local_only(tmp_path):
 
 
 class Hostile:
-    """Wraps the real ClientApp; partitions 1-3 send broken replies to train messages."""
+    """Wraps the real ClientApp; partitions 1-7 answer train messages badly, each its own way."""
 
     def __init__(self):
         self.app = real_client_app
 
     def __call__(self, msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
-        reply = self.app(msg, context)
         if msg.metadata.message_type != "train" or pid == 0:
-            return reply
+            return self.app(msg, context)
         if pid == 1:
             raise RuntimeError("device crashed mid-round")
-        logits = reply.content[keys.REPLY_LOGITS][keys.LOGITS].numpy()
+        if pid == 7:
+            time.sleep(4)  # never answers within strategy.round_timeout_s
+            return self.app(msg, context)
+        reply = self.app(msg, context)
+        metrics = reply.content[keys.METRICS]
+        logits = reply.content[keys.REPLY_LOGITS][keys.LOGITS].numpy().copy()
+        records = {keys.METRICS: metrics}
         if pid == 2:
-            logits = logits.copy()
             logits[0, 0] = np.nan
-        else:
+        elif pid == 3:
             logits = logits[:, :3]
-        content = RecordDict(
-            {
-                keys.METRICS: reply.content[keys.METRICS],
-                keys.REPLY_LOGITS: ArrayRecord({keys.LOGITS: Array(logits)}),
-            }
-        )
-        return Message(content, reply_to=msg)
+        elif pid == 4:
+            logits = logits.astype(np.int32)
+        elif pid == 6:
+            records["padding"] = ArrayRecord({"junk": Array(np.zeros(400_000, np.float32))})
+        if pid != 5:  # 5 drops the logits record entirely
+            records[keys.REPLY_LOGITS] = ArrayRecord({keys.LOGITS: Array(logits)})
+        return Message(RecordDict(records), reply_to=msg)
 
 
-def test_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
-    cfg = load_config(TINY, ["workers=1"])
-    grid = InProcessGrid(Hostile(), cfg.num_clients, {keys.RUN_CONFIG_JSON: cfg.model_dump_json()})
-    result = run_server(grid, cfg, tmp_path)
+def test_hostile_and_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
+    cfg = load_config(
+        TINY,
+        [
+            "num_clients=8",
+            "workers=4",
+            "strategy.round_timeout_s=2",
+            "strategy.max_reply_bytes=1000000",
+            "baselines.local_only=false",
+        ],
+    )
+    grid = InProcessGrid(
+        Hostile(), cfg.num_clients, {keys.RUN_CONFIG_JSON: cfg.model_dump_json()}, workers=4
+    )
+    try:
+        result = run_server(grid, cfg, tmp_path)
+    finally:
+        grid.close()
     rows = result.metrics
     assert [r["replies_ok"] for r in rows] == [1, 1]
+    kinds = {r["partition"]: r["kind"] for r in rows[0]["rejections"]}
+    assert kinds == {
+        1: "client_error",
+        2: "non_finite",
+        3: "bad_shape",
+        4: "bad_dtype",
+        5: "missing_record",
+        6: "oversized",
+        7: "no_reply",
+    }
     reasons = " | ".join(r["reason"] for r in rows[0]["rejections"])
-    assert "device crashed mid-round" in reasons
-    assert "NaN or inf" in reasons
-    assert "logits have shape" in reasons
-    assert result.summary["rejected_replies"] == 6
-    # broken clients still get evaluated; the run completes with all metrics
-    assert (
-        rows[-1]["evaluated"] == 4 and result.summary["final"]["student_accuracy_mean"] is not None
-    )
+    assert "device crashed mid-round" in reasons and "exceeds the 1000000-byte limit" in reasons
+    s = result.summary
+    assert s["rejected_replies"] == 14
+    assert s["rejected_by_kind"] == {k: 2 for k in kinds.values()}
+    # the run completes; every client is evaluated at the end, including the misbehaving ones
+    assert rows[-1]["evaluated"] >= 7 and s["final"]["student_accuracy_mean"] is not None
+    assert (tmp_path / "summary.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 from uuid import uuid4
 
@@ -126,18 +126,23 @@ class InProcessGrid(Grid):
     def send_and_receive(  # noqa: D102
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        ids = list(self.push_messages(messages))
-        if self._workers <= 1 or len(ids) <= 1:
-            return self.pull_messages(ids)
-        msgs = [self._pending.pop(mid) for mid in ids]
+        msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
+        if timeout is None and self._workers <= 1:
+            return [self._execute(m) for m in msgs]
+        # threads; replies not back within `timeout` seconds are left out (as on a real
+        # Grid). A client that never returns keeps its worker thread busy.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fedkd-client")
-        return list(self._pool.map(self._execute, msgs))
+        futures = [self._pool.submit(self._execute, m) for m in msgs]
+        done, late = wait(futures, timeout=timeout)
+        if late:
+            log.info("%d client(s) did not answer within %s s", len(late), timeout)
+        return [f.result() for f in futures if f in done]
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads (without waiting for clients that never returned)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     # -- internals --------------------------------------------------------------------
