@@ -196,6 +196,47 @@ def config_cmd(
         _fail(str(err))
 
 
+deploy_app = typer.Typer(
+    no_args_is_help=True, help="Certificates, keys and commands for deployment."
+)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("init")
+def deploy_init(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for certs/, keys/, flwr-home/.")
+    ] = Path("deploy"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="SuperLink IP or DNS name devices dial (repeatable)."),
+    ] = None,
+    devices: Annotated[int, typer.Option("--devices", help="Number of device key pairs.")] = 2,
+    port: Annotated[int, typer.Option("--port", help="SuperLink port.")] = 9092,
+) -> None:
+    """Write a CA, the SuperLink's TLS certificate and one key pair per device; print commands."""
+    from fedkd.deploy import commands, init_deployment
+
+    if devices < 1:
+        _fail(f"--devices={devices}: need at least 1 device")
+    if not 1 <= port <= 65535:
+        _fail(f"--port={port}: allowed 1-65535")
+    try:
+        dep = init_deployment(
+            out, host or ["127.0.0.1"], [f"device-{i}" for i in range(devices)], port
+        )
+    except ValueError as err:
+        _fail(str(err))
+    hosts = ", ".join(host or ["127.0.0.1"])
+    print(
+        f"wrote {dep.root}: certs/ (CA, server certificate for {hosts}), "
+        f"keys/ ({devices} devices), flwr-home/config.toml"
+    )
+    print("copy certs/ca.crt and keys/device-I to device I; never copy certs/*.key off the server")
+    for where, cmd in commands(dep, port):
+        print(f"[{where}] {cmd}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

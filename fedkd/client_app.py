@@ -126,7 +126,7 @@ def _partition_id(context: Context, cfg: FedkdConfig) -> int:
     if keys.NODE_PARTITION_ID not in context.node_config:
         raise ValueError(
             "node config has neither 'partition-id' nor 'data-path'; start the SuperNode "
-            'with --node-config "partition-id=I num-partitions=N" or "data-path=FILE.npz"'
+            "with --node-config 'partition-id=I num-partitions=N' or 'data-path=\"FILE.npz\"'"
         )
     pid = int(context.node_config[keys.NODE_PARTITION_ID])  # type: ignore[arg-type]
     if not 0 <= pid < cfg.num_clients:
