@@ -237,6 +237,42 @@ def deploy_init(
         print(f"[{where}] {cmd}")
 
 
+@deploy_app.command("register")
+def deploy_register(
+    folder: Annotated[Path, typer.Argument(help="Folder written by 'fedkd deploy init'.")] = Path(
+        "deploy"
+    ),
+    connection: Annotated[
+        str, typer.Option("--connection", help="flwr connection name.")
+    ] = "fedkd",
+) -> None:
+    """Register every device public key under FOLDER/keys with the running SuperLink."""
+    import os
+    import subprocess
+
+    keys_dir = folder / "keys"
+    pubs = sorted(keys_dir.glob("*.pub"))
+    if not pubs:
+        _fail(f"no *.pub keys in {keys_dir}; run 'fedkd deploy init' first")
+    env = dict(os.environ)
+    env.setdefault("FLWR_HOME", str((folder / "flwr-home").resolve()))
+    flwr = Path(sys.executable).parent / "flwr"
+    failed = 0
+    for pub in pubs:
+        proc = subprocess.run(
+            [str(flwr), "supernode", "register", str(pub), connection],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        ok = proc.returncode == 0
+        failed += not ok
+        detail = proc.stdout.strip().splitlines()[-1:] or proc.stderr.strip().splitlines()[-1:]
+        print(f"{pub.name}: {'registered' if ok else 'FAILED'} {' '.join(detail)}")
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -25,6 +25,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedkd import keys
+from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.models import build_seeded_model
@@ -192,13 +193,26 @@ def train(msg: Message, context: Context) -> Message:
     targets = msg.content.array_records[keys.TARGETS]
     proxy_idx = torch.from_numpy(targets[keys.PROXY_IDX].numpy().astype(np.int64))
     soft = torch.from_numpy(targets[keys.LOGITS].numpy().astype(np.float32))
+    reply_idx = (
+        torch.from_numpy(targets[keys.REPLY_IDX].numpy().astype(np.int64))
+        if keys.REPLY_IDX in targets
+        else proxy_idx
+    )
     conf = msg.content.config_records[keys.CONFIG]
     rnd = int(conf[keys.SERVER_ROUND])  # type: ignore[arg-type]
-    if proxy_idx.ndim != 1 or len(soft) != len(proxy_idx) or soft.shape[-1] != shared.num_classes:
+    if (
+        proxy_idx.ndim != 1
+        or soft.ndim != 2
+        or len(soft) != len(proxy_idx)
+        or soft.shape[-1] != shared.num_classes
+    ):
         raise ValueError(
             f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}"
         )
     x_local, y_local = _private_data(cfg, context, pid)
+    malicious = pid in malicious_partitions(cfg.num_clients, cfg.attack.fraction, cfg.seed)
+    if malicious and cfg.attack.kind == "label_flip":
+        y_local = torch.from_numpy(flip_labels(y_local.numpy(), shared.num_classes))
     model, opt = _load_student(context, cfg, shared, pid)
     for group in opt.param_groups:
         group["lr"] = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
@@ -218,7 +232,10 @@ def train(msg: Message, context: Context) -> Message:
         loss=cfg.distill.loss,
     )
     _save_student(context, model, opt)
-    logits = predict_logits(model, x_proxy).numpy().astype(np.float32)
+    logits = predict_logits(model, shared.x_proxy[reply_idx]).numpy().astype(np.float32)
+    if malicious:
+        rng = np.random.default_rng([cfg.seed, 12, pid, rnd])
+        logits = corrupt_logits(logits, cfg.attack.kind, cfg.attack.scale, rng)
     acc = evaluate(model, shared.x_test, shared.y_test)
     return _reply(
         msg,

@@ -150,6 +150,15 @@ class StrategyConfig(_Section):
         "by each teacher's accuracy on the teacher split), 'era' (DS-FL entropy "
         "reduction), 'median', 'trimmed_mean', 'confidence_weighted', 'entropy_weighted'.",
     )
+    teacher_fusion: str = Field(
+        "mean", description="'hybrid' only: rule for the teachers' ensemble."
+    )
+    teacher_weight_floor: float = Field(
+        0.5, ge=0, le=1, description="'hybrid': the teachers' final weight in the targets."
+    )
+    teacher_decay_rounds: int = Field(
+        10, ge=0, description="'hybrid': rounds over which the teacher weight falls to its floor."
+    )
     trim_fraction: float = Field(
         0.2, ge=0, lt=0.5, description="'trimmed_mean' fusion: share cut at each end."
     )
@@ -190,7 +199,7 @@ class StrategyConfig(_Section):
 
         return _registered(STRATEGY_REGISTRY, v)
 
-    @field_validator("fusion")
+    @field_validator("fusion", "teacher_fusion")
     @classmethod
     def _known_fusion(cls, v: str) -> str:
         from fedkd.strategies.fusion import FUSION_REGISTRY
@@ -223,6 +232,24 @@ class DistillConfig(_Section):
         from fedkd.losses import LOSS_REGISTRY
 
         return _registered(LOSS_REGISTRY, v)
+
+
+class AttackConfig(_Section):
+    """Poisoned clients (robustness studies); the malicious set is drawn with the seed."""
+
+    fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of clients that are malicious, in [0, 1)."
+    )
+    kind: Literal["random_logits", "label_flip", "scaled_logits"] = Field(
+        "random_logits",
+        description="'random_logits' (noise instead of logits), 'label_flip' (train on "
+        "flipped labels), 'scaled_logits' (logits times attack.scale).",
+    )
+    scale: float = Field(
+        10.0,
+        description="'scaled_logits': factor on the logits; 'random_logits': noise std in "
+        "units of the honest logits' std.",
+    )
 
 
 class EvaluateConfig(_Section):
@@ -270,6 +297,7 @@ class FedkdConfig(_Section):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @field_validator("engine")

@@ -192,6 +192,7 @@ def commands(dep: Deployment, port: int = 9092) -> list[tuple[str, str]]:
             f"--host 0.0.0.0 --port {port}",
         ),
     ]
+    lines.append(("server", f"fedkd deploy register {dep.root}   # = for each device:"))
     for key in dep.device_keys.values():
         lines.append(
             ("server", f"FLWR_HOME={dep.flwr_home} flwr supernode register {key}.pub fedkd")

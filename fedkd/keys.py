@@ -3,7 +3,8 @@
 # Message content (server -> client)
 TARGETS = "targets"  # ArrayRecord: soft targets on a proxy subset
 LOGITS = "logits"  # Array inside TARGETS / REPLY_LOGITS: (P, C) float32 logits
-PROXY_IDX = "proxy-idx"  # Array inside TARGETS: (P,) int64 positions in the proxy split
+PROXY_IDX = "proxy-idx"  # Array inside TARGETS: (P,) int64 proxy rows of the soft targets
+REPLY_IDX = "reply-idx"  # optional Array inside TARGETS: rows to reply on (default PROXY_IDX)
 CONFIG = "config"  # ConfigRecord: per-round hyperparameters
 
 # Per-round config keys

@@ -183,6 +183,7 @@ def run_server(
             "by_phase_up": strategy.traffic.up,
             "counted": "protobuf size of every Message's RecordDict, as Flower serializes it",
         },
+        "attack": _attack_summary(cfg, strategy.latest_accuracy),
         "rejected_replies": len(strategy.rejections),
         "rejected_by_kind": strategy.rejections_by_kind(),
         "rejections": strategy.rejections[:100],
@@ -207,6 +208,24 @@ def run_server(
     summary["wall_time_s"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
     return RunResult(summary=summary, metrics=rows, out_dir=out)
+
+
+def _attack_summary(cfg: FedkdConfig, accuracy: dict[int, float]) -> dict[str, Any] | None:
+    """Who was malicious and how honest and malicious clients ended (None without attack)."""
+    from fedkd.attacks import malicious_partitions
+
+    bad = malicious_partitions(cfg.num_clients, cfg.attack.fraction, cfg.seed)
+    if not bad:
+        return None
+    honest = [a for p, a in accuracy.items() if p not in bad]
+    evil = [a for p, a in accuracy.items() if p in bad]
+    return {
+        "kind": cfg.attack.kind,
+        "fraction": cfg.attack.fraction,
+        "malicious": sorted(bad),
+        "honest_accuracy_mean": float(np.mean(honest)) if honest else None,
+        "malicious_accuracy_mean": float(np.mean(evil)) if evil else None,
+    }
 
 
 def _student_parameters(cfg: FedkdConfig, splits: Any) -> int:

@@ -118,8 +118,15 @@ class KDStrategy(Strategy):
             self.cfg.strategy.proxy_fraction,
         )
 
-    def round_targets(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
-        """Soft-target logits ``(len(proxy_idx), C)`` to send in ``server_round``."""
+    def round_targets(
+        self, server_round: int, proxy_idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, logits)``: the soft targets to send in ``server_round``.
+
+        ``proxy_idx`` are the rows clients reply on this round; a strategy may send
+        targets on other rows (e.g. last round's consensus), or none: ``(rows[:0],
+        logits of shape (0, C))`` means clients train on private data only.
+        """
         raise NotImplementedError
 
     def fuse_client_logits(
@@ -163,14 +170,15 @@ class KDStrategy(Strategy):
     ) -> Iterable[Message]:
         proxy_idx = self.proxy_subset(server_round)
         self._round_proxy_idx[server_round] = proxy_idx
-        targets = np.ascontiguousarray(self.round_targets(server_round, proxy_idx), np.float32)
+        target_idx, targets = self.round_targets(server_round, proxy_idx)
+        arrays = {
+            keys.LOGITS: Array(np.ascontiguousarray(targets, np.float32)),
+            keys.PROXY_IDX: Array(np.ascontiguousarray(target_idx, np.int64)),
+        }
+        if not np.array_equal(target_idx, proxy_idx):
+            arrays[keys.REPLY_IDX] = Array(proxy_idx)
         record = RecordDict(
-            {
-                keys.TARGETS: ArrayRecord(
-                    {keys.LOGITS: Array(targets), keys.PROXY_IDX: Array(proxy_idx)}
-                ),
-                keys.CONFIG: self.train_config(server_round),
-            }
+            {keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: self.train_config(server_round)}
         )
         parts = self.sample_partitions(server_round, self.cfg.strategy.fraction, tag=3)
         return [

@@ -36,9 +36,11 @@ class MultiTeacher(KDStrategy):
         )
         self.client_agreement: list[float] = []
 
-    def round_targets(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
+    def round_targets(
+        self, server_round: int, proxy_idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The fused teacher logits on this round's proxy rows."""
-        return self.targets[proxy_idx]
+        return proxy_idx, self.targets[proxy_idx]
 
     def fuse_client_logits(
         self, server_round: int, proxy_idx: np.ndarray, logits: np.ndarray, weights: np.ndarray
