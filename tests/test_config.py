@@ -56,7 +56,10 @@ def test_apply_overrides_does_not_mutate_input():
         ("distill.alpha=1.5", "distill.alpha=1.5: Input should be less than or equal to 1"),
         ("distill.alpha=-0.1", "distill.alpha=-0.1: Input should be greater than or equal to 0"),
         ("engine=warp", "engine='warp': unknown engine; allowed: inprocess"),
-        ("strategy.name=magic", "strategy.name='magic': unknown strategy; allowed: multi_teacher"),
+        (
+            "strategy.name=magic",
+            "strategy.name='magic': unknown strategy; allowed: dsfl, fedmd, hybrid, local, multi_teacher",
+        ),
         (
             "strategy.fusion=max",
             "strategy.fusion='max': unknown fusion; allowed: accuracy_weighted",
