@@ -58,7 +58,8 @@ def test_apply_overrides_does_not_mutate_input():
         ("engine=warp", "engine='warp': unknown engine; allowed: inprocess"),
         (
             "strategy.name=magic",
-            "strategy.name='magic': unknown strategy; allowed: dsfl, fedmd, hybrid, local, multi_teacher",
+            "strategy.name='magic': unknown strategy; allowed: "
+            "dsfl, fedmd, hybrid, local, multi_teacher",
         ),
         (
             "strategy.fusion=max",
