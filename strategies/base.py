@@ -38,7 +38,8 @@ from flwr.serverapp.strategy import Strategy
 
 from fedkd import keys
 from fedkd.config import FedkdConfig
-from fedkd.errors import RunFailed
+from fedkd.errors import ConfigError, RunFailed
+from fedkd.teachers import TeacherBundle
 
 log = logging.getLogger("fedkd")
 
@@ -76,6 +77,13 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     """``np.percentile`` (linear) of ``values``, ``None`` when empty."""
     arr = np.asarray(list(values), dtype=float)
     return float(np.percentile(arr, q)) if arr.size else None
+
+
+def teacher_targets(cfg: FedkdConfig, teachers: TeacherBundle, rule: str) -> np.ndarray:
+    """The teachers' proxy logits fused with ``rule``; a config error without teachers."""
+    if teachers.count == 0:
+        raise ConfigError(f"strategy.name={cfg.strategy.name!r} needs teachers.count >= 1")
+    return teachers.fused(teachers.proxy_logits, rule, cfg.distill.temperature, **cfg.fusion_params)
 
 
 class KDStrategy(Strategy):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from fedkd.strategies import register_strategy
-from fedkd.strategies.base import KDStrategy
+from fedkd.strategies.base import KDStrategy, teacher_targets
 from fedkd.strategies.fusion import apply_fusion, softmax
 
 from fedkd.config import FedkdConfig
@@ -98,18 +98,9 @@ class Hybrid(ConsensusStrategy):
     name = "hybrid"
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
-        if teachers.count == 0:
-            from fedkd.errors import ConfigError
-
-            raise ConfigError("strategy.name='hybrid' needs teachers.count >= 1")
-        _, num_proxy, num_classes = teachers.proxy_logits.shape
-        super().__init__(cfg, num_proxy, num_classes)
-        self.teacher_targets = teachers.fused(
-            teachers.proxy_logits,
-            cfg.strategy.teacher_fusion,
-            cfg.distill.temperature,
-            **cfg.fusion_params,
-        )
+        targets = teacher_targets(cfg, teachers, cfg.strategy.teacher_fusion)
+        super().__init__(cfg, *targets.shape)
+        self.teacher_targets = targets
 
     def teacher_weight(self, server_round: int) -> float:
         """``w(r)``: 1 in round 1, linear down to the floor."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from fedkd.strategies import register_strategy
-from fedkd.strategies.base import KDStrategy
+from fedkd.strategies.base import KDStrategy, teacher_targets
 
 from fedkd.config import FedkdConfig
 from fedkd.teachers import TeacherBundle
@@ -22,18 +22,9 @@ class MultiTeacher(KDStrategy):
     name = "multi_teacher"
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
-        if teachers.count == 0:
-            from fedkd.errors import ConfigError
-
-            raise ConfigError("strategy.name='multi_teacher' needs teachers.count >= 1")
-        _, num_proxy, num_classes = teachers.proxy_logits.shape
-        super().__init__(cfg, num_proxy, num_classes)
-        self.targets = teachers.fused(
-            teachers.proxy_logits,
-            cfg.strategy.fusion,
-            cfg.distill.temperature,
-            **cfg.fusion_params,
-        )
+        targets = teacher_targets(cfg, teachers, cfg.strategy.fusion)
+        super().__init__(cfg, *targets.shape)
+        self.targets = targets
         self.client_agreement: list[float] = []
 
     def round_targets(
