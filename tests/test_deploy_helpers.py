@@ -48,3 +48,11 @@ def test_deploy_init_bad_input_is_one_line(tmp_path):
     )
     assert proc.returncode == 2 and "--devices=0: need at least 1 device" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_deploy_register_without_keys_is_one_line(tmp_path):
+    proc = subprocess.run(
+        fedkd_cmd("deploy", "register", str(tmp_path)), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "no *.pub keys in" in proc.stderr
+    assert "Traceback" not in proc.stderr

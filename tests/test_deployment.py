@@ -139,17 +139,21 @@ def test_tls_and_supernode_authentication(tmp_path, procs):
         env,
     )
     procs.wait_for_port(port, link, "superlink")
-    for i in (0, 1):  # device-2 stays unregistered
-        reg = subprocess.run(
-            ["flwr", "supernode", "register", str(dep / "keys" / f"device-{i}.pub"), "fedkd"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert reg.returncode == 0 and "registered successfully" in reg.stdout, (
-            reg.stdout + reg.stderr
-        )
+    # device-2 stays unregistered: move its public key out of the folder `register` reads
+    (dep / "keys" / "device-2.pub").rename(tmp_path / "device-2.pub")
+    reg = subprocess.run(
+        fedkd_cmd("deploy", "register", str(dep)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    assert reg.stdout.count(": registered") == 2, reg.stdout
+    listed = subprocess.run(
+        ["flwr", "supernode", "list", "fedkd"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
 
     def supernode(i, pid):
         return procs.start(
