@@ -67,12 +67,6 @@ class Traffic:
         return sum(self.up.values())
 
 
-def _content_size(msg: Message) -> int:
-    from flwr.common.serde import recorddict_to_proto
-
-    return int(recorddict_to_proto(msg.content).ByteSize())
-
-
 def percentile(values: Iterable[float], q: float) -> float | None:
     """``np.percentile`` (linear) of ``values``, ``None`` when empty."""
     arr = np.asarray(list(values), dtype=float)
@@ -115,6 +109,7 @@ class KDStrategy(Strategy):
         self._round_proxy_idx: dict[int, np.ndarray] = {}
         self._train_metrics: list[dict[str, float]] = []
         self._evaluated: list[int] = []
+        self._reply_bytes: dict[int, int] = {}
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -274,7 +269,7 @@ class KDStrategy(Strategy):
                 required_metrics=required,
                 logits_shape=logits_shape,
                 max_bytes=self.cfg.strategy.max_reply_bytes,
-                size=reply_size(msg),
+                size=self._reply_bytes.get(id(msg)) or reply_size(msg),
             )
             if rejection is None:
                 claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
@@ -295,10 +290,12 @@ class KDStrategy(Strategy):
     ) -> list[Message]:
         if not messages:
             return []
-        down = sum(_content_size(m) for m in messages)
+        down = sum(reply_size(m) for m in messages)
         expected = {m.metadata.dst_node_id for m in messages}
         replies = list(grid.send_and_receive(messages, timeout=timeout))
-        up = sum(reply_size(r) for r in replies)
+        # serialized once: the size counts as traffic and is checked in _accepted
+        self._reply_bytes = {id(r): reply_size(r) for r in replies}
+        up = sum(self._reply_bytes.values())
         self.traffic.add(phase, down, up)
         got = {r.metadata.src_node_id for r in replies}
         part_of = {n: p for p, n in self.node_of.items()}

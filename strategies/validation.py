@@ -9,7 +9,7 @@ from fedkd import keys
 
 
 def reply_size(msg: Message) -> int:
-    """Bytes of the reply's content as Flower serializes it (protobuf)."""
+    """Bytes of a message's content as Flower serializes it (protobuf); 0 without content."""
     from flwr.common.serde import recorddict_to_proto
 
     if not msg.has_content():
