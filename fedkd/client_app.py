@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,15 @@ from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.models import build_seeded_model
-from fedkd.training import evaluate, fit_distill, fit_supervised, make_optimizer, predict_logits
+from fedkd.training import (
+    DistillStats,
+    evaluate,
+    fit_distill,
+    fit_supervised,
+    make_optimizer,
+    predict_logits,
+)
+from fedkd.vectorized import Cohort, Member
 
 app = ClientApp()
 
@@ -186,9 +195,47 @@ def _reply(
     return Message(content, reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Distil the student on the received soft targets plus private cross-entropy."""
+@dataclass
+class _TrainJob:
+    """One client's train instruction, decoded and checked, with its student loaded."""
+
+    cfg: FedkdConfig
+    shared: _Shared
+    pid: int
+    rnd: int
+    malicious: bool
+    x_local: torch.Tensor
+    y_local: torch.Tensor
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    proxy_idx: torch.Tensor
+    soft: torch.Tensor
+    reply_idx: torch.Tensor
+    epochs: int
+    temperature: float
+    alpha: float
+    lr: float
+    gen: torch.Generator
+
+    def cohort_key(self) -> tuple[object, ...]:
+        """Jobs with equal keys can train as one vectorized cohort."""
+        d = self.cfg.distill
+        return (
+            self.cfg.student.model,
+            d.optimizer,
+            d.loss,
+            d.batch_size,
+            self.epochs,
+            self.temperature,
+            self.alpha,
+            self.lr,
+            self.proxy_idx.numpy().tobytes(),
+            self.soft.numpy().tobytes(),
+            self.reply_idx.numpy().tobytes(),
+        )
+
+
+def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     cfg, shared, pid = _setup(context)
     targets = msg.content.array_records[keys.TARGETS]
     proxy_idx = torch.from_numpy(targets[keys.PROXY_IDX].numpy().astype(np.int64))
@@ -214,34 +261,50 @@ def train(msg: Message, context: Context) -> Message:
     if malicious and cfg.attack.kind == "label_flip":
         y_local = torch.from_numpy(flip_labels(y_local.numpy(), shared.num_classes))
     model, opt = _load_student(context, cfg, shared, pid)
+    lr = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
     for group in opt.param_groups:
-        group["lr"] = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
-    x_proxy = shared.x_proxy[proxy_idx]
-    stats = fit_distill(
-        model,
-        opt,
-        x_local,
-        y_local,
-        x_proxy,
-        soft,
+        group["lr"] = lr
+    return _TrainJob(
+        cfg=cfg,
+        shared=shared,
+        pid=pid,
+        rnd=rnd,
+        malicious=malicious,
+        x_local=x_local,
+        y_local=y_local,
+        model=model,
+        opt=opt,
+        proxy_idx=proxy_idx,
+        soft=soft,
+        reply_idx=reply_idx,
         epochs=int(conf.get(keys.LOCAL_EPOCHS, cfg.distill.local_epochs)),  # type: ignore[arg-type]
-        batch_size=cfg.distill.batch_size,
         temperature=float(conf.get(keys.TEMPERATURE, cfg.distill.temperature)),  # type: ignore[arg-type]
         alpha=float(conf.get(keys.ALPHA, cfg.distill.alpha)),  # type: ignore[arg-type]
+        lr=lr,
         gen=_generator(cfg, pid, rnd, 0),
-        loss=cfg.distill.loss,
     )
-    _save_student(context, model, opt)
-    logits = predict_logits(model, shared.x_proxy[reply_idx]).numpy().astype(np.float32)
-    if malicious:
-        rng = np.random.default_rng([cfg.seed, 12, pid, rnd])
+
+
+def _finish_train(
+    msg: Message,
+    context: Context,
+    job: _TrainJob,
+    stats: DistillStats,
+    logits: np.ndarray,
+    acc: float,
+) -> Message:
+    """Save the student, corrupt the reply if the client is malicious, build the reply."""
+    _save_student(context, job.model, job.opt)
+    logits = logits.astype(np.float32)
+    if job.malicious:
+        cfg = job.cfg
+        rng = np.random.default_rng([cfg.seed, 12, job.pid, job.rnd])
         logits = corrupt_logits(logits, cfg.attack.kind, cfg.attack.scale, rng)
-    acc = evaluate(model, shared.x_test, shared.y_test)
     return _reply(
         msg,
         {
-            keys.NUM_EXAMPLES: len(y_local),
-            keys.PARTITION_ID: pid,
+            keys.NUM_EXAMPLES: len(job.y_local),
+            keys.PARTITION_ID: job.pid,
             keys.TRAIN_LOSS: stats.loss,
             keys.DISTILL_LOSS: stats.distill_loss,
             keys.CE_LOSS: stats.ce_loss,
@@ -249,6 +312,100 @@ def train(msg: Message, context: Context) -> Message:
         },
         ArrayRecord({keys.LOGITS: Array(logits)}),
     )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Distil the student on the received soft targets plus private cross-entropy."""
+    job = _prepare_train(msg, context)
+    stats = fit_distill(
+        job.model,
+        job.opt,
+        job.x_local,
+        job.y_local,
+        job.shared.x_proxy[job.proxy_idx],
+        job.soft,
+        epochs=job.epochs,
+        batch_size=job.cfg.distill.batch_size,
+        temperature=job.temperature,
+        alpha=job.alpha,
+        gen=job.gen,
+        loss=job.cfg.distill.loss,
+    )
+    logits = predict_logits(job.model, job.shared.x_proxy[job.reply_idx]).numpy()
+    acc = evaluate(job.model, job.shared.x_test, job.shared.y_test)
+    return _finish_train(msg, context, job, stats, logits, acc)
+
+
+def train_cohort(
+    pairs: list[tuple[Message, Context]], cohort_size: int, workers: int
+) -> list[Message | Exception]:
+    """Vectorized ``train`` for many nodes at once (see :mod:`fedkd.vectorized`).
+
+    Jobs that share architecture, hyperparameters and soft targets train as cohorts of at
+    most ``cohort_size`` clients; ``workers`` cohorts run at once, on one torch thread each
+    (on CPU, two single-threaded cohorts beat one cohort on two threads). Each node ends
+    with the same student, optimizer state and reply as after :func:`train` (up to float
+    rounding). Returns one reply, or the exception that node's instruction raised, per pair.
+    """
+    out: list[Message | Exception] = [ValueError("not run")] * len(pairs)
+    jobs: dict[int, _TrainJob] = {}
+    for i, (msg, ctx) in enumerate(pairs):
+        try:
+            jobs[i] = _prepare_train(msg, ctx)
+        except Exception as err:  # noqa: BLE001 - reported as this node's error reply
+            out[i] = err
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, job in jobs.items():
+        groups.setdefault(job.cohort_key(), []).append(i)
+    chunks: list[list[int]] = []
+    for members in groups.values():
+        # similar private-data sizes share a cohort: less padding of the private batches
+        members.sort(key=lambda i: (len(jobs[i].y_local), i))
+        step = max(1, cohort_size)
+        chunks += [members[s : s + step] for s in range(0, len(members), step)]
+
+    def run(chunk: list[int]) -> None:
+        try:
+            replies: list[Message | Exception] = list(
+                _train_chunk([pairs[i] for i in chunk], [jobs[i] for i in chunk])
+            )
+        except Exception as err:  # noqa: BLE001 - every node of the chunk fails alike
+            replies = [err] * len(chunk)
+        for i, reply in zip(chunk, replies, strict=True):
+            out[i] = reply
+
+    torch.set_num_threads(1)
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            run(chunk)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="fedkd-cohort") as pool:
+            list(pool.map(run, chunks))
+    return out
+
+
+def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) -> list[Message]:
+    first = jobs[0]
+    cohort = Cohort([Member(j.model, j.opt, j.x_local, j.y_local, j.gen) for j in jobs])
+    stats = cohort.fit_distill(
+        first.shared.x_proxy[first.proxy_idx],
+        first.soft,
+        epochs=first.epochs,
+        batch_size=first.cfg.distill.batch_size,
+        temperature=first.temperature,
+        alpha=first.alpha,
+        lr=first.lr,
+        loss=first.cfg.distill.loss,
+    )
+    cohort.write_back()
+    logits = cohort.predict_logits(first.shared.x_proxy[first.reply_idx]).numpy()
+    test = cohort.predict_logits(first.shared.x_test)
+    accs = (test.argmax(-1) == first.shared.y_test).float().mean(1).tolist()
+    return [
+        _finish_train(msg, ctx, job, st, logits[k], float(accs[k]))
+        for k, ((msg, ctx), job, st) in enumerate(zip(pairs, jobs, stats, strict=True))
+    ]
 
 
 @app.evaluate()

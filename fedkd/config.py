@@ -277,7 +277,11 @@ class FedkdConfig(_Section):
     name: str = Field("fedkd", description="Run name, used in output folder names.")
     seed: int = Field(0, ge=0, description="Seed of everything (data, models, sampling).")
     engine: str = Field(
-        "inprocess", description="Transport for Flower Messages: 'inprocess' (default)."
+        "inprocess",
+        description="Transport for Flower Messages: 'inprocess' (default; one client after "
+        "another on `workers` threads) or 'vectorized' (in-process; each round's sampled "
+        "clients of one student architecture train together as one batch, see "
+        "`cohort_size`).",
     )
     num_clients: int = Field(20, ge=1, le=1_000_000, description="Number of clients.")
     rounds: int = Field(10, ge=1, description="Federated rounds.")
@@ -289,6 +293,12 @@ class FedkdConfig(_Section):
         ge=0,
         description="Clients trained concurrently by the in-process engine (threads); "
         "0 = one per CPU core. Results do not depend on it.",
+    )
+    cohort_size: int = Field(
+        32,
+        ge=1,
+        description="engine='vectorized': most clients trained together in one batch; "
+        "`workers` batches train at once (memory grows with both; 16-64 is fastest on CPU).",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)

@@ -147,6 +147,29 @@ class CNN1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.head(self.features(x).flatten(1))
 
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """K models at once: ``params`` stacked on a leading axis, ``x`` of shape (K, N, ...).
+
+        Same function as ``forward`` per model (batched matmuls instead of ``vmap``, whose
+        ``unfold`` backward has no batching rule and falls back to a slow loop).
+        """
+        h = x.unsqueeze(-1) if x.dim() == 3 else x.transpose(2, 3)  # (K, N, L, C)
+        k, n = h.shape[:2]
+        for i, conv in enumerate(self.convs):
+            assert isinstance(conv, MatmulConv1d)
+            h = F.pad(h, (0, 0, conv.padding, conv.padding))
+            win = h.unfold(2, conv.kernel, conv.stride)  # (K, N, L', C, k)
+            length = win.shape[2]
+            h = torch.baddbmm(
+                params[f"convs.{i}.bias"].unsqueeze(1),
+                win.reshape(k, n * length, -1),
+                params[f"convs.{i}.weight"],
+            )
+            h = F.relu(h).view(k, n, length, -1)
+        return torch.baddbmm(
+            params["head.bias"].unsqueeze(1), h.flatten(2), params["head.weight"].transpose(1, 2)
+        )
+
 
 @register_model("cnn")
 def cnn(

@@ -103,27 +103,18 @@ def fit_distill(
 
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
-    use_kd = alpha > 0 and len(x_proxy) > 0
-    use_ce = alpha < 1 and len(x_local) > 0
-    n_steps = math.ceil(
-        max(len(x_proxy) if use_kd else 0, len(x_local) if use_ce else 0) / batch_size
+    schedule = distill_schedule(
+        len(x_proxy) if alpha > 0 else 0,
+        len(x_local) if alpha < 1 else 0,
+        batch_size=batch_size,
+        epochs=epochs,
+        gen=gen,
     )
     model.train()
     stats = DistillStats(float("nan"), float("nan"), float("nan"))
-    proxy_it: list[torch.Tensor] = []
-    local_it: list[torch.Tensor] = []
-    for _ in range(epochs):
+    for epoch in schedule:
         tot = kd_tot = ce_tot = 0.0
-        for _step in range(n_steps):
-            pi = li = None
-            if use_kd:
-                if not proxy_it:
-                    proxy_it = _batches(len(x_proxy), batch_size, gen)
-                pi = proxy_it.pop()
-            if use_ce:
-                if not local_it:
-                    local_it = _batches(len(x_local), batch_size, gen)
-                li = local_it.pop()
+        for pi, li in epoch:
             # one forward pass over both batches (the models have no batch statistics)
             if pi is not None and li is not None:
                 out = model(torch.cat([x_proxy[pi], x_local[li]]))
@@ -145,9 +136,44 @@ def fit_distill(
             total.backward()
             opt.step()
             tot += total.item()
-        n = max(n_steps, 1)
+        n = max(len(epoch), 1)
         stats = DistillStats(tot / n, kd_tot / n, ce_tot / n)
     return stats
+
+
+Step = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def distill_schedule(
+    n_proxy: int, n_local: int, *, batch_size: int, epochs: int, gen: torch.Generator
+) -> list[list[Step]]:
+    """The batches of :func:`fit_distill`: per epoch, per step ``(proxy rows, local rows)``.
+
+    ``n_proxy = 0`` (no distillation) or ``n_local = 0`` (no cross-entropy) leaves that
+    side ``None``. An epoch is ``ceil(max(n_proxy, n_local) / batch_size)`` steps; the
+    shorter side is reshuffled and cycled. Random draws come from ``gen`` in a fixed order
+    (proxy permutation before local permutation), so the sequential and the vectorized
+    trainers see the same batches for the same generator.
+    """
+    n_steps = math.ceil(max(n_proxy, n_local) / batch_size)
+    proxy_it: list[torch.Tensor] = []
+    local_it: list[torch.Tensor] = []
+    out: list[list[Step]] = []
+    for _ in range(epochs):
+        steps: list[Step] = []
+        for _step in range(n_steps):
+            pi = li = None
+            if n_proxy:
+                if not proxy_it:
+                    proxy_it = _batches(n_proxy, batch_size, gen)
+                pi = proxy_it.pop()
+            if n_local:
+                if not local_it:
+                    local_it = _batches(n_local, batch_size, gen)
+                li = local_it.pop()
+            steps.append((pi, li))
+        out.append(steps)
+    return out
 
 
 @torch.no_grad()

@@ -23,3 +23,20 @@ def _inprocess(client_app: Any, cfg: Any, run_config: dict[str, Any]) -> Any:
 
 
 register_engine("inprocess")(_inprocess)
+
+
+def _vectorized(client_app: Any, cfg: Any, run_config: dict[str, Any]) -> Any:
+    from fedkd.client_app import train_cohort
+    from fedkd.engines.vectorized import VectorizedGrid
+
+    return VectorizedGrid(
+        client_app,
+        train_cohort,
+        cfg.num_clients,
+        run_config,
+        workers=cfg.resolved_workers,
+        cohort_size=cfg.cohort_size,
+    )
+
+
+register_engine("vectorized")(_vectorized)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from fedkd.losses.hinton import hinton_loss
-from fedkd.losses.soft_target import soft_target_loss
+from fedkd.losses.soft_target import soft_target_loss, soft_target_rows
 from fedkd.registry import Registry
 
 DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -31,4 +31,20 @@ get_loss = LOSS_REGISTRY.lookup
 
 register_loss("response")(soft_target_loss)
 
-__all__ = ["LOSS_REGISTRY", "get_loss", "hinton_loss", "register_loss", "soft_target_loss"]
+RowLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+ROW_LOSSES: dict[str, RowLoss] = {"response": soft_target_rows}
+"""Per-row forms ``(..., C) -> (...)`` of registered losses, for the vectorized engine.
+
+A loss listed here trains cohorts of clients together (``engine = "vectorized"``); a loss
+without a per-row form falls back to one client after another.
+"""
+
+__all__ = [
+    "LOSS_REGISTRY",
+    "get_loss",
+    "hinton_loss",
+    "register_loss",
+    "soft_target_loss",
+    "soft_target_rows",
+    "ROW_LOSSES",
+]

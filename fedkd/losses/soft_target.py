@@ -39,3 +39,19 @@ def soft_target_loss(
         )
         * temperature**2
     )
+
+
+def soft_target_rows(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Per-row terms of :func:`soft_target_loss`: ``T**2 * KL(p_t || p_s)`` for each row.
+
+    Works on any leading batch shape (``(..., C)`` in, ``(...)`` out); the mean over the
+    rows of a batch equals :func:`soft_target_loss`. Written without ``F.kl_div`` so that
+    ``torch.func.vmap`` batches it (``kl_div`` has no batching rule).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    log_s = F.log_softmax(student_logits / temperature, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
