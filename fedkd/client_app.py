@@ -29,6 +29,7 @@ from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
+from fedkd.losses import ROW_LOSSES
 from fedkd.models import build_seeded_model
 from fedkd.training import (
     DistillStats,
@@ -317,7 +318,10 @@ def _finish_train(
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Distil the student on the received soft targets plus private cross-entropy."""
-    job = _prepare_train(msg, context)
+    return _train_job(msg, context, _prepare_train(msg, context))
+
+
+def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
     stats = fit_distill(
         job.model,
         job.opt,
@@ -387,6 +391,8 @@ def train_cohort(
 
 def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) -> list[Message]:
     first = jobs[0]
+    if first.cfg.distill.loss not in ROW_LOSSES:  # no per-row form: one client after another
+        return [_train_job(msg, ctx, job) for (msg, ctx), job in zip(pairs, jobs, strict=True)]
     cohort = Cohort([Member(j.model, j.opt, j.x_local, j.y_local, j.gen) for j in jobs])
     stats = cohort.fit_distill(
         first.shared.x_proxy[first.proxy_idx],
