@@ -217,6 +217,7 @@ class _TrainJob:
     alpha: float
     lr: float
     gen: torch.Generator
+    send_weights: bool
 
     def cohort_key(self) -> tuple[object, ...]:
         """Jobs with equal keys can train as one vectorized cohort."""
@@ -233,6 +234,7 @@ class _TrainJob:
             self.proxy_idx.numpy().tobytes(),
             self.soft.numpy().tobytes(),
             self.reply_idx.numpy().tobytes(),
+            self.send_weights,
         )
 
 
@@ -262,6 +264,8 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     if malicious and cfg.attack.kind == "label_flip":
         y_local = torch.from_numpy(flip_labels(y_local.numpy(), shared.num_classes))
     model, opt = _load_student(context, cfg, shared, pid)
+    if keys.WEIGHTS in msg.content.array_records:
+        opt = _adopt_weights(cfg, model, msg.content.array_records[keys.WEIGHTS])
     lr = float(conf.get(keys.LR, cfg.distill.lr))  # type: ignore[arg-type]
     for group in opt.param_groups:
         group["lr"] = lr
@@ -283,7 +287,23 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
         alpha=float(conf.get(keys.ALPHA, cfg.distill.alpha)),  # type: ignore[arg-type]
         lr=lr,
         gen=_generator(cfg, pid, rnd, 0),
+        send_weights=bool(conf.get(keys.SEND_WEIGHTS, False)),
     )
+
+
+def _adopt_weights(
+    cfg: FedkdConfig, model: torch.nn.Module, record: ArrayRecord
+) -> torch.optim.Optimizer:
+    """Load a global student (fedavg, feddf) into ``model``; a fresh optimizer for it."""
+    state = record.to_torch_state_dict()
+    own = model.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise ValueError(
+            f"received weights do not fit student {cfg.student.model!r}: arrays "
+            f"{sorted((k, tuple(v.shape)) for k, v in state.items())}"
+        )
+    model.load_state_dict(state)
+    return make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
 
 
 def _finish_train(
@@ -296,12 +316,12 @@ def _finish_train(
 ) -> Message:
     """Save the student, corrupt the reply if the client is malicious, build the reply."""
     _save_student(context, job.model, job.opt)
-    logits = logits.astype(np.float32)
+    logits = logits.astype(np.float32).reshape(len(job.reply_idx), job.shared.num_classes)
     if job.malicious:
         cfg = job.cfg
         rng = np.random.default_rng([cfg.seed, 12, job.pid, job.rnd])
         logits = corrupt_logits(logits, cfg.attack.kind, cfg.attack.scale, rng)
-    return _reply(
+    reply = _reply(
         msg,
         {
             keys.NUM_EXAMPLES: len(job.y_local),
@@ -313,6 +333,9 @@ def _finish_train(
         },
         ArrayRecord({keys.LOGITS: Array(logits)}),
     )
+    if job.send_weights:
+        reply.content[keys.WEIGHTS] = ArrayRecord(job.model.state_dict())
+    return reply
 
 
 @app.train()
@@ -336,7 +359,11 @@ def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
         gen=job.gen,
         loss=job.cfg.distill.loss,
     )
-    logits = predict_logits(job.model, job.shared.x_proxy[job.reply_idx]).numpy()
+    logits = (
+        predict_logits(job.model, job.shared.x_proxy[job.reply_idx]).numpy()
+        if len(job.reply_idx)
+        else np.zeros((0, job.shared.num_classes), np.float32)
+    )
     acc = evaluate(job.model, job.shared.x_test, job.shared.y_test)
     return _finish_train(msg, context, job, stats, logits, acc)
 
@@ -405,7 +432,11 @@ def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) ->
         loss=first.cfg.distill.loss,
     )
     cohort.write_back()
-    logits = cohort.predict_logits(first.shared.x_proxy[first.reply_idx]).numpy()
+    logits = (
+        cohort.predict_logits(first.shared.x_proxy[first.reply_idx]).numpy()
+        if len(first.reply_idx)
+        else np.zeros((len(jobs), 0, first.shared.num_classes), np.float32)
+    )
     test = cohort.predict_logits(first.shared.x_test)
     accs = (test.argmax(-1) == first.shared.y_test).float().mean(1).tolist()
     return [
@@ -418,7 +449,10 @@ def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) ->
 def evaluate_student(msg: Message, context: Context) -> Message:
     """Test accuracy of the current student (a fresh student before any training)."""
     cfg, shared, pid = _setup(context)
-    model, _ = _load_student(context, cfg, shared, pid)
+    model, opt = _load_student(context, cfg, shared, pid)
+    if keys.WEIGHTS in msg.content.array_records:  # a global model: the client adopts it
+        opt = _adopt_weights(cfg, model, msg.content.array_records[keys.WEIGHTS])
+        _save_student(context, model, opt)
     return _reply(
         msg,
         {

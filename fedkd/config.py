@@ -150,6 +150,14 @@ class StrategyConfig(_Section):
         "by each teacher's accuracy on the teacher split), 'era' (DS-FL entropy "
         "reduction), 'median', 'trimmed_mean', 'confidence_weighted', 'entropy_weighted'.",
     )
+    client_weights: Literal["data_size", "uniform"] = Field(
+        "data_size",
+        description="Weights of clients in the consensus rules (mean, mean_probs, era, "
+        "median, trimmed_mean, confidence/entropy_weighted): their private data sizes as "
+        "reported, or equal. Weighted median/trimmed_mean are robust to clients holding "
+        "less than half/trim_fraction of the weight; clients that lie about their size "
+        "can gain weight: use 'uniform' when sizes cannot be trusted.",
+    )
     teacher_fusion: str = Field(
         "mean", description="'hybrid' only: rule for the teachers' ensemble."
     )
@@ -164,6 +172,15 @@ class StrategyConfig(_Section):
     )
     era_temperature: float = Field(
         0.1, gt=0, description="'era' fusion: sharpening temperature (DS-FL uses 0.1)."
+    )
+    server_epochs: int = Field(
+        5,
+        ge=0,
+        description="'feddf': epochs of server-side ensemble distillation of the averaged "
+        "student on the proxy rows, per round; 'centralized_kd' ignores it.",
+    )
+    server_lr: float = Field(
+        1e-3, gt=0, description="'feddf': Adam learning rate of server-side distillation."
     )
     fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of clients sampled per round, in (0, 1]."

@@ -6,6 +6,7 @@ LOGITS = "logits"  # Array inside TARGETS / REPLY_LOGITS: (P, C) float32 logits
 PROXY_IDX = "proxy-idx"  # Array inside TARGETS: (P,) int64 proxy rows of the soft targets
 REPLY_IDX = "reply-idx"  # optional Array inside TARGETS: rows to reply on (default PROXY_IDX)
 CONFIG = "config"  # ConfigRecord: per-round hyperparameters
+WEIGHTS = "student-weights"  # ArrayRecord: a student state dict (fedavg, feddf), both ways
 
 # Per-round config keys
 SERVER_ROUND = "server-round"
@@ -14,6 +15,7 @@ TEMPERATURE = "temperature"
 ALPHA = "alpha"
 LR = "lr"
 BASELINE_EPOCHS = "baseline-epochs"
+SEND_WEIGHTS = "send-weights"  # bool: reply with the trained student's weights
 
 # Reply content (client -> server)
 REPLY_LOGITS = "proxy-logits"  # ArrayRecord with LOGITS

@@ -17,7 +17,7 @@ register_strategy = STRATEGY_REGISTRY.register
 
 
 def _register_builtin() -> None:
-    from fedkd.strategies import client_fusion, multi_teacher  # noqa: F401
+    from fedkd.strategies import centralized, client_fusion, multi_teacher, weights  # noqa: F401
 
 
 _register_builtin()

@@ -95,6 +95,12 @@ class KDStrategy(Strategy):
     """
 
     name = "base"
+    collects_weights = False
+    """Clients reply with their student's weights (``keys.WEIGHTS``), see fedavg/feddf."""
+    train_accuracy_counts = True
+    """A client's test accuracy after local training is its student accuracy. Strategies
+    that send a global model (fedavg, feddf) set False: the evaluate phase then measures
+    the global model on every evaluated client."""
 
     def __init__(self, cfg: FedkdConfig, num_proxy: int, num_classes: int) -> None:
         self.cfg = cfg
@@ -110,6 +116,7 @@ class KDStrategy(Strategy):
         self._train_metrics: list[dict[str, float]] = []
         self._evaluated: list[int] = []
         self._reply_bytes: dict[int, int] = {}
+        self.global_weights: ArrayRecord | None = None
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -136,6 +143,21 @@ class KDStrategy(Strategy):
         self, server_round: int, proxy_idx: np.ndarray, logits: np.ndarray, weights: np.ndarray
     ) -> None:
         """Use the clients' proxy logits ``(K, P, C)`` (default: ignore them)."""
+
+    def reply_rows(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
+        """Proxy rows clients reply with logits on (default: this round's proxy rows)."""
+        return proxy_idx
+
+    def fuse_client_weights(
+        self, server_round: int, records: list[ArrayRecord], weights: np.ndarray
+    ) -> None:
+        """Use the clients' student weights (only when ``collects_weights``)."""
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Array shapes a weights reply must have (those of ``global_weights``)."""
+        if not self.collects_weights or self.global_weights is None:
+            return None
+        return {k: tuple(v.shape) for k, v in self.global_weights.items()}
 
     def sample_partitions(self, server_round: int, fraction: float, tag: int) -> list[int]:
         """Seeded sample of partition ids (sorted) among the discovered clients."""
@@ -172,17 +194,20 @@ class KDStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         proxy_idx = self.proxy_subset(server_round)
-        self._round_proxy_idx[server_round] = proxy_idx
         target_idx, targets = self.round_targets(server_round, proxy_idx)
+        reply_idx = np.ascontiguousarray(self.reply_rows(server_round, proxy_idx), np.int64)
+        self._round_proxy_idx[server_round] = reply_idx
         arrays = {
             keys.LOGITS: Array(np.ascontiguousarray(targets, np.float32)),
             keys.PROXY_IDX: Array(np.ascontiguousarray(target_idx, np.int64)),
         }
-        if not np.array_equal(target_idx, proxy_idx):
-            arrays[keys.REPLY_IDX] = Array(proxy_idx)
-        record = RecordDict(
-            {keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: self.train_config(server_round)}
-        )
+        if not np.array_equal(target_idx, reply_idx):
+            arrays[keys.REPLY_IDX] = Array(reply_idx)
+        conf = self.train_config(server_round)
+        conf[keys.SEND_WEIGHTS] = self.collects_weights
+        record = RecordDict({keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: conf})
+        if self.global_weights is not None:
+            record[keys.WEIGHTS] = self.global_weights
         parts = self.sample_partitions(server_round, self.cfg.strategy.fraction, tag=3)
         return [
             Message(record, self.node_of[p], MessageType.TRAIN, group_id=str(server_round))
@@ -198,11 +223,12 @@ class KDStrategy(Strategy):
             replies,
             required=(keys.PARTITION_ID, keys.NUM_EXAMPLES, keys.TRAIN_LOSS),
             logits_shape=(len(proxy_idx), self.num_classes),
+            weight_shapes=self.weight_shapes(),
         )
         self._train_metrics = []
         if not good:
             return None, None
-        logits, weights = [], []
+        logits, weights, records = [], [], []
         for pid, msg in good:
             m = msg.content.metric_records[keys.METRICS]
             self._train_metrics.append(
@@ -210,9 +236,15 @@ class KDStrategy(Strategy):
             )  # type: ignore[misc]
             logits.append(msg.content.array_records[keys.REPLY_LOGITS][keys.LOGITS].numpy())
             weights.append(float(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
+            if self.collects_weights:
+                records.append(msg.content.array_records[keys.WEIGHTS])
+            if not self.train_accuracy_counts:
+                continue
             if keys.TEST_ACCURACY in m and np.isfinite(float(m[keys.TEST_ACCURACY])):  # type: ignore[arg-type]
                 self.latest_accuracy[pid] = float(m[keys.TEST_ACCURACY])  # type: ignore[arg-type]
                 self._evaluated.append(pid)
+        if self.collects_weights:
+            self.fuse_client_weights(server_round, records, np.asarray(weights))
         self.fuse_client_logits(server_round, proxy_idx, np.stack(logits), np.asarray(weights))
         return None, MetricRecord(
             {k: float(np.mean([t[k] for t in self._train_metrics])) for k in (keys.TRAIN_LOSS,)}
@@ -232,6 +264,8 @@ class KDStrategy(Strategy):
             p for p in self.sample_partitions(server_round, fraction, tag=4) if p not in trained
         ]
         record = RecordDict({keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round})})
+        if self.global_weights is not None:
+            record[keys.WEIGHTS] = self.global_weights
         return [
             Message(record, self.node_of[p], MessageType.EVALUATE, group_id=str(server_round))
             for p in parts
@@ -258,6 +292,7 @@ class KDStrategy(Strategy):
         *,
         required: tuple[str, ...],
         logits_shape: tuple[int, int] | None = None,
+        weight_shapes: dict[str, tuple[int, ...]] | None = None,
     ) -> list[tuple[int, Message]]:
         """Replies that pass :func:`check_reply`, as ``(partition id, message)`` sorted."""
         part_of = {n: p for p, n in self.node_of.items()}
@@ -270,6 +305,7 @@ class KDStrategy(Strategy):
                 logits_shape=logits_shape,
                 max_bytes=self.cfg.strategy.max_reply_bytes,
                 size=self._reply_bytes.get(id(msg)) or reply_size(msg),
+                weight_shapes=weight_shapes,
             )
             if rejection is None:
                 claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]

@@ -16,8 +16,16 @@ from fedkd.strategies.fusion import apply_fusion, softmax
 from fedkd.config import FedkdConfig
 from fedkd.teachers import TeacherBundle
 
-#: rules that use per-client weights (data sizes); the robust ones are unweighted
-WEIGHTED_RULES = {"mean", "mean_probs", "era", "confidence_weighted", "entropy_weighted"}
+#: rules that take per-client weights (``strategy.client_weights``: data sizes or uniform)
+WEIGHTED_RULES = {
+    "mean",
+    "mean_probs",
+    "era",
+    "confidence_weighted",
+    "entropy_weighted",
+    "median",
+    "trimmed_mean",
+}
 
 
 class ConsensusStrategy(KDStrategy):
@@ -53,7 +61,9 @@ class ConsensusStrategy(KDStrategy):
         self.consensus = apply_fusion(
             rule,
             logits,
-            weights=weights if rule in WEIGHTED_RULES else None,
+            weights=weights
+            if rule in WEIGHTED_RULES and self.cfg.strategy.client_weights == "data_size"
+            else None,
             temperature=self.cfg.distill.temperature,
             **self.cfg.fusion_params,
         )

@@ -123,12 +123,37 @@ def entropy_reduction(
     return _as_logits(softmax(p, era_temperature), temperature)
 
 
+def _weighted_quantile_mean(arr: np.ndarray, w: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Per coordinate: the mean of the values whose weight mass lies in ``[lo, hi]``.
+
+    Values are sorted per coordinate; each carries its source's weight (sum 1); a value
+    straddling ``lo`` or ``hi`` counts with the part of its weight inside the band.
+    """
+    order = np.argsort(arr, axis=0, kind="stable")
+    vals = np.take_along_axis(arr, order, axis=0).astype(np.float64)
+    ws = w[order]  # (K, ...) weights in sorted order
+    upper = np.cumsum(ws, axis=0)
+    lower = upper - ws
+    inside = np.clip(np.minimum(upper, hi) - np.maximum(lower, lo), 0.0, None)
+    return (inside * vals).sum(axis=0) / inside.sum(axis=0)
+
+
 @register_fusion("median")
 def coordinate_median(
     logits: np.ndarray, *, weights: np.ndarray | None = None, temperature: float = 1.0
 ) -> np.ndarray:
-    """Coordinate-wise median of logits (robust to < 50% arbitrary sources; unweighted)."""
-    return np.median(_check(logits), axis=0).astype(np.float32)
+    """Coordinate-wise median of logits, robust to sources holding < 50% of the weight.
+
+    Unweighted: ``np.median``. With per-source ``weights`` (e.g. data sizes): the weighted
+    median (the value where the sorted values' cumulative weight reaches one half; the
+    mean of the two values when it falls exactly between them).
+    """
+    arr = _check(logits)
+    if weights is None:
+        return np.median(arr, axis=0).astype(np.float32)
+    w = _normalized(weights, arr.shape[0])
+    eps = 1e-9
+    return _weighted_quantile_mean(arr, w, 0.5 - eps, 0.5 + eps).astype(np.float32)
 
 
 @register_fusion("trimmed_mean")
@@ -141,12 +166,17 @@ def trimmed_mean(
 ) -> np.ndarray:
     """Coordinate-wise mean after dropping the ``trim_fraction`` highest and lowest values.
 
-    ``floor(trim_fraction * K)`` values are dropped at each end (unweighted); with K = 5
-    and 0.2, the middle three of each coordinate are averaged.
+    Unweighted: ``floor(trim_fraction * K)`` values are dropped at each end; with K = 5
+    and 0.2, the middle three of each coordinate are averaged. With per-source
+    ``weights``: ``trim_fraction`` of the weight mass is dropped at each end and the rest
+    averaged by weight.
     """
     arr = _check(logits)
     if not 0 <= trim_fraction < 0.5:
         raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    if weights is not None:
+        w = _normalized(weights, arr.shape[0])
+        return _weighted_quantile_mean(arr, w, trim_fraction, 1 - trim_fraction).astype(np.float32)
     k = arr.shape[0]
     cut = int(np.floor(trim_fraction * k))
     ordered = np.sort(arr, axis=0)

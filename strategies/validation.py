@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 
 from fedkd import keys
 
@@ -28,6 +28,7 @@ def check_reply(
     logits_shape: tuple[int, int] | None = None,
     max_bytes: int | None = None,
     size: int | None = None,
+    weight_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Rejection | None:
     """Return why ``msg`` must be rejected, or ``None`` when it is well formed.
 
@@ -35,7 +36,8 @@ def check_reply(
     ``required_metrics`` and, when ``logits_shape`` is given, a float logits array of
     exactly that shape with only finite values. Kinds: ``client_error``, ``oversized``,
     ``missing_record``, ``bad_metric``, ``undecodable``, ``bad_dtype``, ``bad_shape``,
-    ``non_finite``.
+    ``non_finite``. With ``weight_shapes``, the reply must carry a student state dict
+    (``keys.WEIGHTS``) with exactly those arrays, float and finite (``bad_weights``).
     """
     if msg.has_error():
         return "client_error", f"client error: {msg.error.reason}"
@@ -70,4 +72,30 @@ def check_reply(
             )
         if not np.all(np.isfinite(arr)):
             return "non_finite", "logits contain NaN or inf"
+    if weight_shapes is not None:
+        return _check_weights(content, weight_shapes)
+    return None
+
+
+def _check_weights(content: RecordDict, shapes: dict[str, tuple[int, ...]]) -> Rejection | None:
+    if keys.WEIGHTS not in content.array_records:
+        return "missing_record", f"missing array record '{keys.WEIGHTS}'"
+    record = content.array_records[keys.WEIGHTS]
+    if set(record.keys()) != set(shapes):
+        return (
+            "bad_weights",
+            f"weights have arrays {sorted(record.keys())}; expected {sorted(shapes)}",
+        )
+    for name, shape in shapes.items():
+        try:
+            arr = record[name].numpy()
+        except Exception as err:  # noqa: BLE001 - undecodable bytes from a client
+            return "undecodable", f"weights '{name}' cannot be decoded ({err})"
+        if arr.dtype.kind != "f" or tuple(arr.shape) != tuple(shape):
+            return (
+                "bad_weights",
+                f"weights '{name}' are {arr.dtype}{tuple(arr.shape)}; expected float{tuple(shape)}",
+            )
+        if not np.all(np.isfinite(arr)):
+            return "non_finite", f"weights '{name}' contain NaN or inf"
     return None

@@ -41,12 +41,21 @@ def test_dsfl_uses_era_by_default():
     np.testing.assert_allclose(s.round_targets(2, np.arange(5))[1], expected, rtol=1e-6)
 
 
-def test_robust_rules_ignore_client_weights():
-    cfg = load_config(TINY, ["strategy.name=fedmd", "strategy.fusion=median"])
-    s = FedMD(cfg, num_proxy=5, num_classes=3)
+def test_robust_rules_use_data_sizes_unless_uniform():
     logits = np.random.default_rng(3).normal(size=(3, 5, 3))
-    s.fuse_client_logits(1, np.arange(5), logits, np.array([100.0, 1.0, 1.0]))
-    np.testing.assert_allclose(s.round_targets(2, np.arange(5))[1], np.median(logits, 0), rtol=1e-6)
+    for weighting, expected in (("uniform", np.median(logits, 0)), ("data_size", logits[0])):
+        cfg = load_config(
+            TINY,
+            [
+                "strategy.name=fedmd",
+                "strategy.fusion=median",
+                f"strategy.client_weights={weighting}",
+            ],
+        )
+        s = FedMD(cfg, num_proxy=5, num_classes=3)
+        # client 0 holds > half the data: the weighted median is its logits
+        s.fuse_client_logits(1, np.arange(5), logits, np.array([100.0, 1.0, 1.0]))
+        np.testing.assert_allclose(s.round_targets(2, np.arange(5))[1], expected, rtol=1e-6)
 
 
 def test_hybrid_teacher_weight_schedule_and_mixture():
@@ -95,13 +104,32 @@ def test_corruptions():
     np.testing.assert_array_equal(flip_labels(np.array([0, 3, 9]), 10), [9, 6, 0])
 
 
-@pytest.mark.parametrize("name", ["fedmd", "dsfl", "hybrid", "local"])
+@pytest.mark.parametrize(
+    "name", ["fedmd", "dsfl", "hybrid", "local", "fedavg", "feddf", "centralized_kd"]
+)
 def test_each_strategy_runs_end_to_end(tmp_path, name):
     s = fedkd.run(
         TINY, out=tmp_path, overrides=[f"strategy.name={name}", "baselines.local_only=false"]
     ).summary
     assert s["strategy"] == name and s["final"]["student_accuracy_mean"] is not None
     assert s["rejected_replies"] == 0
+
+
+def test_weights_travel_only_where_the_strategy_sends_them(tmp_path):
+    def run(name):
+        over = [f"strategy.name={name}", "baselines.local_only=false", "rounds=1"]
+        return fedkd.run(TINY, out=tmp_path / name, overrides=over).summary["communication"]
+
+    local, fedavg, feddf, central = (run(n) for n in ("local", "fedavg", "feddf", "centralized_kd"))
+    cnn4 = (1 * 5 * 4 + 4) + (4 * 20 * 10 + 10)  # student cnn:width=4,depth=1 on 40 inputs
+    # fedavg: every sampled client gets the global model and sends its own back (float32),
+    # and no proxy logits (local-only clients upload 400 x 10 logits each)
+    assert fedavg["by_phase_up"]["train"] >= 4 * cnn4 * 4
+    assert fedavg["by_phase_up"]["train"] < local["by_phase_up"]["train"]
+    assert fedavg["by_phase_down"]["train"] - local["by_phase_down"]["train"] >= 4 * cnn4 * 4
+    # feddf also uploads proxy logits (400 rows x 10 classes per client)
+    assert feddf["by_phase_up"]["train"] - fedavg["by_phase_up"]["train"] >= 4 * 400 * 10 * 4
+    assert "train" not in central["by_phase_down"]
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,11 @@ import pytest
 from fedkd.strategies.fusion import (
     FUSION_REGISTRY,
     accuracy_weighted,
+    coordinate_median,
     mean_logits,
     mean_probs,
     softmax,
+    trimmed_mean,
 )
 
 # two sources, two samples, three classes
@@ -134,3 +136,19 @@ def test_apply_fusion_passes_only_accepted_params():
     np.testing.assert_allclose(
         apply_fusion("trimmed_mean", Z, **params), trimmed_mean(Z, trim_fraction=0.0)
     )
+
+
+def test_weighted_median_and_trimmed_mean_golden():
+    z = np.array([1.0, 2.0, 10.0, 3.0], np.float32).reshape(4, 1, 1)
+    heavy = np.array([1.0, 1.0, 1.0, 5.0])  # the source with value 3 holds 5/8 of the weight
+    assert coordinate_median(z, weights=heavy)[0, 0] == pytest.approx(3.0)
+    # equal weights give the unweighted definitions back (mean of the middle two)
+    assert coordinate_median(z, weights=np.ones(4))[0, 0] == pytest.approx(2.5)
+    assert trimmed_mean(z, weights=np.ones(4), trim_fraction=0.25)[0, 0] == pytest.approx(2.5)
+    # weight band [0.25, 0.75]: only the heavy source's value 3 lies inside
+    assert trimmed_mean(z, weights=heavy, trim_fraction=0.25)[0, 0] == pytest.approx(3.0)
+    # trim 0.1 of the mass at each end: 1 keeps 0.025, 2 keeps 0.125, 3 keeps 0.625,
+    # 10 keeps 0.025 of the weight
+    band = np.array([0.025, 0.125, 0.625, 0.025])
+    expected = (band * np.array([1, 2, 3, 10])).sum() / band.sum()
+    assert trimmed_mean(z, weights=heavy, trim_fraction=0.1)[0, 0] == pytest.approx(expected)
