@@ -1,4 +1,4 @@
-"""``fedkd`` command line: a thin typer shell over :func:`fedkd.run`.
+"""``fedkd`` command line: a thin typer shell over :func:`fedkd.run` and :mod:`fedkd.compare`.
 
 Bad input (config, data, flags) prints one line ``error: ...`` and exits with code 2.
 """
@@ -55,21 +55,26 @@ def _flag_overrides(**flags: str | None) -> list[str]:
     return [f"{names[k]}={v}" for k, v in flags.items() if v is not None]
 
 
+def _progress_bars() -> Progress:
+    """The rich progress display of ``run`` and ``compare`` (on stderr)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[acc]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 class _RunProgress:
     """Rich progress bar: one step per round, accuracy so far, ETA."""
 
     def __init__(self, rounds: int) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[acc]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = _progress_bars()
         self.task = self.progress.add_task("starting", total=rounds, acc="")
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
@@ -82,6 +87,44 @@ class _RunProgress:
             if info.get("rejected"):
                 text += f" rejected {info['rejected']}"
             self.progress.update(self.task, advance=1, acc=text, description="rounds")
+
+
+class _CompareProgress(_RunProgress):
+    """Two bars: runs finished (of all), and the current run's rounds.
+
+    The rounds bar is labelled ``strategy (seed S) i/N``. The display starts with the
+    first run, so input errors found before it print alone.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.progress = _progress_bars()
+        self.runs = self.progress.add_task("runs", total=total, acc="")
+        self.task = self.progress.add_task("waiting", total=None, acc="")
+        self.label = ""
+        self.failed = 0
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "run_start":
+            self.progress.start()
+            self.label = f"{info['strategy']} (seed {info['seed']}) {info['index']}/{info['total']}"
+            self.progress.reset(
+                self.task, total=info["rounds"], description=f"{self.label}: starting", acc=""
+            )
+        elif event == "run_end":
+            if info["status"] != "ok":
+                self.failed += 1
+                self.progress.console.print(
+                    f"[red]failed:[/red] {escape(self.label)}: {escape(str(info['error']))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            done = f"{self.failed} failed" if self.failed else ""
+            self.progress.update(self.runs, advance=1, acc=done)
+        elif event == "status":
+            self.progress.update(self.task, description=f"{self.label}: {info['text']}")
+        elif event == "round":
+            super().__call__(event, info)
+            self.progress.update(self.task, description=f"{self.label}: rounds")
 
 
 def _pct(v: float | None) -> str:
@@ -166,6 +209,69 @@ def run(
         raise typer.Exit(130) from None
     console.print(_summary_table(result.summary, out_dir))
     console.print(f"wrote {out_dir}/ (summary.json, metrics.jsonl, config.json, accuracy.png)")
+
+
+@app.command()
+def compare(
+    config: Annotated[
+        str | None, typer.Argument(help="Scenario TOML file.", show_default=False)
+    ] = None,
+    strategies: Annotated[
+        str | None,
+        typer.Option(
+            "--strategies", help="Comma-separated strategy names, e.g. multi_teacher,local."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (default: the config's)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="dotted.key=value override for every run (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Compare folder (default runs/<name>-compare-<time>)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
+) -> None:
+    """Run several strategies (and seeds) on one config; write a comparison table and plot."""
+    from fedkd.compare import compare as compare_api
+    from fedkd.compare import parse_list, parse_seeds, validate_strategies
+    from fedkd.strategies import STRATEGY_REGISTRY
+
+    _setup_logging(verbose)
+    if config is None:
+        _fail(
+            "missing CONFIG argument: give a scenario TOML file, e.g. simulations/quickstart.toml"
+        )
+    if strategies is None:
+        _fail(
+            "missing --strategies: give comma-separated strategy names; "
+            f"allowed: {STRATEGY_REGISTRY.allowed()}"
+        )
+    try:
+        names = validate_strategies(parse_list(strategies))
+        seed_list = parse_seeds(seeds) if seeds is not None else None
+        bar = _CompareProgress(len(names) * (len(seed_list) if seed_list else 1))
+        try:
+            result = compare_api(config, names, seed_list, out, set_ or [], progress=bar)
+        finally:
+            bar.progress.stop()
+    except FedkdInputError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        where = f"{out}/compare.json" if out else "compare.json of the compare folder"
+        console.print(f"interrupted; finished runs are in {where}")
+        raise typer.Exit(130) from None
+    print(result.markdown, end="")
+    console.print(
+        f"wrote {result.out_dir}/ (compare.json, compare.md, compare.png, one folder per run)"
+    )
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} of {len(result.runs)} runs failed[/red]")
+        raise typer.Exit(1)
 
 
 @app.command("config")
