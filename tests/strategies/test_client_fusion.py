@@ -126,7 +126,7 @@ def test_weights_travel_only_where_the_strategy_sends_them(tmp_path):
     # and no proxy logits (local-only clients upload 400 x 10 logits each)
     assert fedavg["by_phase_up"]["train"] >= 4 * cnn4 * 4
     assert fedavg["by_phase_up"]["train"] < local["by_phase_up"]["train"]
-    assert fedavg["by_phase_down"]["train"] - local["by_phase_down"]["train"] >= 4 * cnn4 * 4
+    assert fedavg["by_phase_down"]["train"] >= 4 * cnn4 * 4
     # feddf also uploads proxy logits (400 rows x 10 classes per client)
     assert feddf["by_phase_up"]["train"] - fedavg["by_phase_up"]["train"] >= 4 * 400 * 10 * 4
     assert "train" not in central["by_phase_down"]
