@@ -178,6 +178,13 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue a killed run from its directory (after its last completed round).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Run a federated distillation simulation and write its run directory."""
@@ -186,6 +193,11 @@ def run(
     from fedkd.server_app import default_out_dir
 
     _setup_logging(verbose)
+    if resume is not None:
+        if config is not None or set_ or out or num_clients or rounds or seed or engine:
+            _fail("--resume DIR continues a run as configured; give no CONFIG, --set or --out")
+        _resume_run(resume)
+        return
     if config is None:
         _fail(
             "missing CONFIG argument: give a scenario TOML file, e.g. simulations/quickstart.toml"
@@ -209,6 +221,28 @@ def run(
         raise typer.Exit(130) from None
     console.print(_summary_table(result.summary, out_dir))
     console.print(f"wrote {out_dir}/ (summary.json, metrics.jsonl, config.json, accuracy.png)")
+
+
+def _resume_run(run_dir: Path) -> None:
+    from fedkd.api import run as run_api
+
+    try:
+        rounds = json.loads((run_dir / "config.json").read_text())["rounds"]
+    except (OSError, ValueError, KeyError):
+        _fail(f"--resume {run_dir}: no readable config.json there; not a run directory")
+    try:
+        bar = _RunProgress(int(rounds))
+        with bar.progress:
+            result = run_api(resume=run_dir, progress=bar)
+    except FedkdInputError as err:
+        _fail(str(err))
+    except RunFailed as err:
+        _fail(str(err), code=1)
+    except KeyboardInterrupt:
+        console.print("interrupted; run `fedkd run --resume` again to continue")
+        raise typer.Exit(130) from None
+    console.print(_summary_table(result.summary, run_dir))
+    console.print(f"wrote {run_dir}/ (summary.json, metrics.jsonl, config.json, accuracy.png)")
 
 
 @app.command()

@@ -173,6 +173,14 @@ class StrategyConfig(_Section):
     era_temperature: float = Field(
         0.1, gt=0, description="'era' fusion: sharpening temperature (DS-FL uses 0.1)."
     )
+    warm_start_epochs: int = Field(
+        0,
+        ge=0,
+        description="Epochs of server-side training of the initial student that every "
+        "client receives at first contact: KD towards the teachers on the proxy set, or "
+        "(no teachers) supervised on the labeled teacher split as in FedMD; 0 = clients "
+        "start from random students.",
+    )
     server_epochs: int = Field(
         5,
         ge=0,

@@ -19,9 +19,11 @@ def write_json(path: Path, obj: Any) -> None:
 class MetricsLog:
     """Appends one JSON line per completed round and fsyncs it, so a killed run keeps it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None) -> None:
         self.path = path
-        path.write_text("")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows or []))
+        os.replace(tmp, path)
 
     def append(self, row: dict[str, Any]) -> None:
         """Append ``row`` as one line."""

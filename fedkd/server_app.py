@@ -17,10 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Context
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd import keys
+from fedkd.checkpoint import (
+    latest_checkpoint,
+    prune_checkpoints,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from fedkd.client_app import config_from_run_config
 from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
@@ -29,7 +36,9 @@ from fedkd.plots import plot_accuracy, plot_client_histogram
 from fedkd.results import MetricsLog, RunResult, write_json
 from fedkd.strategies import STRATEGY_REGISTRY
 from fedkd.strategies.base import percentile
+from fedkd.strategies.warm_start import warm_start_model
 from fedkd.teachers import build_teachers
+from fedkd.training import evaluate
 
 log = logging.getLogger("fedkd")
 
@@ -48,6 +57,7 @@ def run_server(
     cfg: FedkdConfig,
     out_dir: str | Path,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run a whole fedkd experiment over ``grid`` and write the run directory.
 
@@ -61,17 +71,32 @@ def run_server(
         Run directory (created).
     progress : callable, optional
         ``progress(event, info)`` with events ``status``, ``round``.
+    resume : bool
+        Continue the run in ``out_dir`` after its last checkpointed round (the grid must
+        keep node states in a state store, as the in-process engines do).
 
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
+    ckpt = latest_checkpoint(out) if resume else None
+    if resume and ckpt is None:
+        raise ConfigError(
+            f"--resume {out}: no checkpoint there (no round completed, or not a run directory)"
+        )
+    checkpointing = getattr(grid, "state_store", None) is not None
+    if resume and not checkpointing:
+        raise ConfigError(
+            f"engine {cfg.engine!r} keeps no node states on disk; --resume needs engine "
+            "'inprocess' or 'vectorized'"
+        )
     out.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda event, info: None)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    (out / "config.json").write_text(cfg.to_json() + "\n")
+    if ckpt is None:
+        (out / "config.json").write_text(cfg.to_json() + "\n")
 
     notify("status", {"text": "preparing data"})
     splits = make_splits(cfg.data, cfg.seed)
@@ -99,9 +124,26 @@ def run_server(
             " (cached)" if hit else "",
         )
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
+    warm_acc: float | None = None
+    if ckpt is not None:
+        strategy.load_checkpoint_state(ckpt["strategy"])
+        warm_acc = ckpt["warm_acc"]
+        set_rng_states(ckpt["rng"])
+        grid.recover(ckpt["round"])  # type: ignore[attr-defined]
+        log.info("resuming %s after round %d", out, ckpt["round"])
+    elif cfg.strategy.warm_start_epochs:
+        notify("status", {"text": "warm-start student"})
+        torch.set_num_threads(cfg.resolved_workers)
+        warm = warm_start_model(cfg, teachers)
+        torch.set_num_threads(cfg.threads)
+        assert warm is not None
+        warm_acc = evaluate(warm, *(torch.from_numpy(a) for a in splits.xy("test")))
+        log.info("warm-start student: test accuracy %.4f", warm_acc)
+        strategy.set_warm_start(ArrayRecord(warm.state_dict()))
 
-    notify("status", {"text": "discovering clients"})
-    strategy.discover(grid, cfg.strategy.round_timeout_s)
+    if ckpt is None:
+        notify("status", {"text": "discovering clients"})
+        strategy.discover(grid, cfg.strategy.round_timeout_s)
     write_json(
         out / "partition.json",
         {
@@ -113,16 +155,35 @@ def run_server(
         },
     )
 
-    metrics = MetricsLog(out / "metrics.jsonl")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = list(ckpt["rows"]) if ckpt is not None else []
+    metrics = MetricsLog(out / "metrics.jsonl", rows)
+    for row in rows:
+        notify("round", row)
+    earlier_s = float(ckpt["elapsed_s"]) if ckpt is not None else 0.0
 
     def on_round(row: dict[str, Any]) -> None:
         metrics.append(row)
         rows.append(row)
+        if checkpointing:
+            rnd = int(row["round"])
+            save_checkpoint(
+                out,
+                rnd,
+                {
+                    "strategy": strategy.checkpoint_state(),
+                    "rows": rows,
+                    "rng": rng_states(),
+                    "warm_acc": warm_acc,
+                    "elapsed_s": earlier_s + time.perf_counter() - t0,
+                },
+            )
+            grid.commit_round(rnd)  # type: ignore[attr-defined]
+            prune_checkpoints(out, rnd)
         notify("round", row)
 
     notify("status", {"text": "federated rounds"})
-    strategy.start(grid, cfg.rounds, on_round=on_round)
+    start_round = int(ckpt["round"]) + 1 if ckpt is not None else 1
+    strategy.start(grid, cfg.rounds, on_round=on_round, start_round=start_round)
 
     local: dict[int, float] = {}
     if cfg.baselines.local_only:
@@ -183,11 +244,18 @@ def run_server(
             "by_phase_up": strategy.traffic.up,
             "counted": "protobuf size of every Message's RecordDict, as Flower serializes it",
         },
+        "warm_start": {
+            "epochs": cfg.strategy.warm_start_epochs,
+            "test_accuracy": warm_acc,
+            "clients_reached": len(strategy.warm_started),
+        }
+        if warm_acc is not None
+        else None,
         "attack": _attack_summary(cfg, strategy.latest_accuracy),
         "rejected_replies": len(strategy.rejections),
         "rejected_by_kind": strategy.rejections_by_kind(),
         "rejections": strategy.rejections[:100],
-        "wall_time_s": time.perf_counter() - t0,
+        "wall_time_s": earlier_s + time.perf_counter() - t0,
         "virtual_time_s": None,
         "privacy": {"mechanism": None, "epsilon": None, "delta": None},
     }
@@ -205,7 +273,8 @@ def run_server(
     )
     plot_accuracy(rows, summary, out / "accuracy.png")
     plot_client_histogram(final_accs, list(local.values()), out / "client_accuracy_hist.png")
-    summary["wall_time_s"] = time.perf_counter() - t0
+    summary["wall_time_s"] = earlier_s + time.perf_counter() - t0
+    summary["resumed_after_round"] = int(ckpt["round"]) if ckpt is not None else None
     write_json(out / "summary.json", summary)
     return RunResult(summary=summary, metrics=rows, out_dir=out)
 

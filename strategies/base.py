@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from fedkd.strategies.validation import check_reply, reply_size
 from flwr.app import (
     Array,
@@ -117,6 +118,8 @@ class KDStrategy(Strategy):
         self._evaluated: list[int] = []
         self._reply_bytes: dict[int, int] = {}
         self.global_weights: ArrayRecord | None = None
+        self.warm_weights: ArrayRecord | None = None
+        self.warm_started: set[int] = set()  # partitions that received warm_weights
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -152,6 +155,52 @@ class KDStrategy(Strategy):
         self, server_round: int, records: list[ArrayRecord], weights: np.ndarray
     ) -> None:
         """Use the clients' student weights (only when ``collects_weights``)."""
+
+    #: attributes that change during a run and make up a checkpoint (subclasses extend)
+    checkpoint_attrs: tuple[str, ...] = (
+        "traffic",
+        "node_of",
+        "client_info",
+        "latest_accuracy",
+        "rejections",
+        "global_weights",
+        "warm_weights",
+        "warm_started",
+    )
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly (see :mod:`fedkd.checkpoint`)."""
+        state: dict[str, Any] = {a: getattr(self, a) for a in self.checkpoint_attrs}
+        model = getattr(self, "model", None)
+        if isinstance(model, torch.nn.Module):
+            state["model"] = model.state_dict()
+        opt = getattr(self, "opt", None)
+        if isinstance(opt, torch.optim.Optimizer):
+            state["opt"] = opt.state_dict()
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`checkpoint_state`."""
+        for a in self.checkpoint_attrs:
+            setattr(self, a, state[a])
+        if "model" in state:
+            self.model.load_state_dict(state["model"])  # type: ignore[attr-defined]
+        if "opt" in state:
+            self.opt.load_state_dict(state["opt"])  # type: ignore[attr-defined]
+
+    def set_warm_start(self, weights: ArrayRecord) -> None:
+        """Ship ``weights`` as the initial student (see :mod:`fedkd.strategies.warm_start`)."""
+        self.warm_weights = weights
+
+    def _with_warm_start(self, record: RecordDict, partition: int) -> RecordDict:
+        """``record`` plus the warm-start student for a client that has not had it yet."""
+        if self.warm_weights is None or partition in self.warm_started:
+            return record
+        if keys.WEIGHTS in record.array_records:  # a global model supersedes it
+            return record
+        warm = RecordDict(dict(record.items()))
+        warm[keys.WEIGHTS] = self.warm_weights
+        return warm
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]] | None:
         """Array shapes a weights reply must have (those of ``global_weights``)."""
@@ -210,7 +259,12 @@ class KDStrategy(Strategy):
             record[keys.WEIGHTS] = self.global_weights
         parts = self.sample_partitions(server_round, self.cfg.strategy.fraction, tag=3)
         return [
-            Message(record, self.node_of[p], MessageType.TRAIN, group_id=str(server_round))
+            Message(
+                self._with_warm_start(record, p),
+                self.node_of[p],
+                MessageType.TRAIN,
+                group_id=str(server_round),
+            )
             for p in parts
         ]
 
@@ -230,6 +284,7 @@ class KDStrategy(Strategy):
             return None, None
         logits, weights, records = [], [], []
         for pid, msg in good:
+            self.warm_started.add(pid)
             m = msg.content.metric_records[keys.METRICS]
             self._train_metrics.append(
                 {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
@@ -267,7 +322,12 @@ class KDStrategy(Strategy):
         if self.global_weights is not None:
             record[keys.WEIGHTS] = self.global_weights
         return [
-            Message(record, self.node_of[p], MessageType.EVALUATE, group_id=str(server_round))
+            Message(
+                self._with_warm_start(record, p),
+                self.node_of[p],
+                MessageType.EVALUATE,
+                group_id=str(server_round),
+            )
             for p in parts
         ]
 
@@ -276,6 +336,7 @@ class KDStrategy(Strategy):
     ) -> MetricRecord | None:
         good = self._accepted(replies, required=(keys.PARTITION_ID, keys.TEST_ACCURACY))
         for pid, msg in good:
+            self.warm_started.add(pid)
             self.latest_accuracy[pid] = float(
                 msg.content.metric_records[keys.METRICS][keys.TEST_ACCURACY]
             )  # type: ignore[arg-type]
@@ -412,11 +473,13 @@ class KDStrategy(Strategy):
         *,
         timeout: float | None = None,
         on_round: RoundCallback | None = None,
+        start_round: int = 1,
     ) -> list[dict[str, Any]]:
-        """Run ``num_rounds`` rounds; returns one metrics row per round.
+        """Run rounds ``start_round..num_rounds``; returns one metrics row per round.
 
         ``timeout`` (default ``strategy.round_timeout_s``) bounds each phase's wait for
         replies. ``on_round`` is called with each row as soon as the round completes.
+        ``start_round > 1`` continues a resumed run.
         """
         timeout = self.cfg.strategy.round_timeout_s if timeout is None else timeout
         self.summary()
@@ -425,7 +488,7 @@ class KDStrategy(Strategy):
         rows = []
         t_start = time.perf_counter()
         empty = ArrayRecord()
-        for rnd in range(1, num_rounds + 1):
+        for rnd in range(start_round, num_rounds + 1):
             t0 = time.perf_counter()
             down0, up0 = self.traffic.total_down, self.traffic.total_up
             train_msgs = list(self.configure_train(rnd, empty, ConfigRecord(), grid))

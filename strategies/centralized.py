@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from fedkd.strategies import register_strategy
 from fedkd.strategies.base import KDStrategy, RoundCallback
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedkd import keys
@@ -58,6 +59,10 @@ class CentralizedKD(KDStrategy):
             cfg.distill.optimizer, list(self.model.parameters()), cfg.distill.lr
         )
 
+    def set_warm_start(self, weights: ArrayRecord) -> None:
+        """The warm-start student is where the pooled training starts."""
+        self.model.load_state_dict(weights.to_torch_state_dict())
+
     def round_targets(
         self, server_round: int, proxy_idx: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +76,7 @@ class CentralizedKD(KDStrategy):
         *,
         timeout: float | None = None,
         on_round: RoundCallback | None = None,
+        start_round: int = 1,
     ) -> list[dict[str, Any]]:
         """Train the pooled student ``num_rounds`` x ``local_epochs`` epochs; a row per round."""
         self.summary()
@@ -78,7 +84,7 @@ class CentralizedKD(KDStrategy):
         x_proxy = self.x_proxy if len(self.targets) else self.x_proxy[:0]
         rows = []
         t_start = time.perf_counter()
-        for rnd in range(1, num_rounds + 1):
+        for rnd in range(start_round, num_rounds + 1):
             t0 = time.perf_counter()
             stats = fit_distill(
                 self.model,

@@ -37,6 +37,7 @@ class ConsensusStrategy(KDStrategy):
     """
 
     name = "consensus"
+    checkpoint_attrs = (*KDStrategy.checkpoint_attrs, "consensus_idx", "consensus")
 
     def __init__(self, cfg: FedkdConfig, num_proxy: int, num_classes: int) -> None:
         super().__init__(cfg, num_proxy, num_classes)
@@ -146,6 +147,10 @@ class LocalOnly(KDStrategy):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nothing to distil."""
         return proxy_idx[:0], np.zeros((0, self.num_classes), np.float32)
+
+    def reply_rows(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
+        """Nothing to upload: no proxy logits."""
+        return proxy_idx[:0]
 
 
 def _shape(cfg: FedkdConfig, teachers: TeacherBundle) -> tuple[int, int]:

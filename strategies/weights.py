@@ -57,6 +57,11 @@ class FedAvgStudents(KDStrategy):
         )
         self.global_weights = ArrayRecord(self.model.state_dict())
 
+    def set_warm_start(self, weights: ArrayRecord) -> None:
+        """The warm-start student is the initial global model."""
+        self.global_weights = weights
+        self.model.load_state_dict(weights.to_torch_state_dict())
+
     def round_targets(
         self, server_round: int, proxy_idx: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedkd import keys
+from fedkd.state_store import ClientStateStore
 
 log = logging.getLogger("fedkd")
 
@@ -53,6 +54,9 @@ class InProcessGrid(Grid):
         Flower run config handed to every node's Context.
     run_id : int
         Run id stamped on messages.
+    state_store : ClientStateStore, optional
+        Where node states live between messages (see :mod:`fedkd.state_store`); without
+        one, every node's Context stays in memory for the whole run.
     workers : int
         ClientApp calls of one ``send_and_receive`` run on this many threads. Each node's
         work depends only on its own seed and state, and replies are sorted by partition
@@ -70,8 +74,10 @@ class InProcessGrid(Grid):
         run_config: dict[str, Any],
         run_id: int = 1,
         workers: int = 1,
+        state_store: ClientStateStore | None = None,
     ) -> None:
         self._workers = max(1, workers)
+        self.state_store = state_store
         self._pool: ThreadPoolExecutor | None = None
         self._app = client_app
         self._num_nodes = num_nodes
@@ -145,24 +151,60 @@ class InProcessGrid(Grid):
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    # -- checkpoints --------------------------------------------------------------------
+    def commit_round(self, server_round: int) -> None:
+        """Make node states after ``server_round`` durable (no-op without a state store)."""
+        if self.state_store is not None:
+            self.state_store.commit(server_round)
+
+    def recover(self, server_round: int) -> None:
+        """Align stored node states with a checkpoint of ``server_round``."""
+        if self.state_store is None:
+            raise ValueError("this grid keeps node states in memory; nothing to resume")
+        self.state_store.recover(server_round)
+
     # -- internals --------------------------------------------------------------------
+    def _new_context(self, node_id: int, state: RecordDict) -> Context:
+        pid = node_id - NODE_ID_OFFSET
+        return Context(
+            run_id=self._run.run_id,
+            node_id=node_id,
+            node_config={keys.NODE_PARTITION_ID: pid, keys.NODE_NUM_PARTITIONS: self._num_nodes},
+            state=state,
+            run_config=dict(self._run_config),
+        )
+
     def context(self, node_id: int) -> Context:
-        """The persistent Context of ``node_id`` (created on first use)."""
-        ctx = self._contexts.get(node_id)
-        if ctx is None:
-            pid = node_id - NODE_ID_OFFSET
-            ctx = Context(
-                run_id=self._run.run_id,
-                node_id=node_id,
-                node_config={
-                    keys.NODE_PARTITION_ID: pid,
-                    keys.NODE_NUM_PARTITIONS: self._num_nodes,
-                },
-                state=RecordDict(),
-                run_config=dict(self._run_config),
-            )
-            self._contexts[node_id] = ctx
+        """The Context of ``node_id``: persistent in memory, or loaded from the state store.
+
+        With a state store, hand it back with :meth:`release` after use.
+        """
+        if self.state_store is not None:
+            return self._new_context(node_id, self.state_store.load(node_id))
+        with self._lock:
+            ctx = self._contexts.get(node_id)
+            if ctx is None:
+                ctx = self._contexts[node_id] = self._new_context(node_id, RecordDict())
         return ctx
+
+    def release(self, msg: Message, context: Context, before: bytes | None = None) -> None:
+        """Store the node's state after handling ``msg`` (when it changed)."""
+        if self.state_store is None:
+            return
+        from flwr.common.serde import recorddict_to_proto
+
+        if before is not None and recorddict_to_proto(context.state).SerializeToString() == before:
+            return
+        gid = msg.metadata.group_id
+        rnd = int(gid) if gid.isdigit() else 0
+        self.state_store.stage(context.node_id, rnd, context.state)
+
+    @staticmethod
+    def fingerprint(context: Context) -> bytes:
+        """Serialized state, to tell later whether a call changed it."""
+        from flwr.common.serde import recorddict_to_proto
+
+        return recorddict_to_proto(context.state).SerializeToString()
 
     def _execute(self, msg: Message) -> Message:
         node = msg.metadata.dst_node_id
@@ -171,9 +213,10 @@ class InProcessGrid(Grid):
             TaskIdentity.node_id = node
             TaskIdentity.task_id = node
         try:
-            with self._lock:
-                context = self.context(node)
+            context = self.context(node)
+            before = self.fingerprint(context) if self.state_store is not None else None
             reply = self._app(msg, context)
+            self.release(msg, context, before)
         except Exception as err:  # noqa: BLE001 - a client crash becomes an error reply
             reason = f"{type(err).__name__}: {err}"
             log.debug("client %s raised:\n%s", node, traceback.format_exc())

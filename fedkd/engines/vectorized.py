@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from fedkd.engines.inprocess import InProcessGrid
+from fedkd.state_store import ClientStateStore
 
 log = logging.getLogger("fedkd")
 
@@ -36,7 +37,7 @@ class VectorizedGrid(InProcessGrid):
         The app every simulated node runs (for every message but ``train``).
     cohort_fn : callable
         ``fn(pairs, cohort_size, threads) -> replies or exceptions`` for train messages.
-    num_nodes, run_config, run_id, workers
+    num_nodes, run_config, run_id, workers, state_store
         As for :class:`InProcessGrid`; ``workers`` cohorts train at once.
     cohort_size : int
         Most clients trained in one batch; ``workers`` batches run at once.
@@ -53,8 +54,16 @@ class VectorizedGrid(InProcessGrid):
         run_id: int = 1,
         workers: int = 1,
         cohort_size: int = 32,
+        state_store: ClientStateStore | None = None,
     ) -> None:
-        super().__init__(client_app, num_nodes, run_config, run_id=run_id, workers=workers)
+        super().__init__(
+            client_app,
+            num_nodes,
+            run_config,
+            run_id=run_id,
+            workers=workers,
+            state_store=state_store,
+        )
         self._cohort_fn = cohort_fn
         self._cohort_size = cohort_size
 
@@ -70,9 +79,11 @@ class VectorizedGrid(InProcessGrid):
         for mid in list(self.push_messages(train)):
             self._pending.pop(mid)
         pairs = [(m, self.context(m.metadata.dst_node_id)) for m in train]
-        for msg, result in zip(
-            train, self._cohort_fn(pairs, self._cohort_size, self._workers), strict=True
-        ):
+        results = self._cohort_fn(pairs, self._cohort_size, self._workers)
+        for (msg, ctx), result in zip(pairs, results, strict=True):
+            if not isinstance(result, Exception):
+                self.release(msg, ctx)
+        for msg, result in zip(train, results, strict=True):
             if isinstance(result, Exception):
                 reason = f"{type(result).__name__}: {result}"
                 log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)

@@ -1,0 +1,75 @@
+"""Warm start: the initial student every client starts from, trained on the server.
+
+With ``strategy.warm_start_epochs > 0`` the server trains one student of
+``student.model`` before round 1 and ships it to each client the first time it talks to
+that client (train or evaluate instruction, under ``keys.WEIGHTS``; the client adopts it
+with a fresh optimizer):
+
+* with teachers: distillation (KD only) towards the teachers' ensemble
+  (``strategy.teacher_fusion``) on the unlabeled proxy set;
+* without teachers: supervised training on the labeled teacher split, FedMD's "transfer
+  learning on a labeled public dataset" (Li & Wang, 2019).
+
+Weight-sharing strategies (fedavg, feddf) use it as their initial global model and
+``centralized_kd`` as its initial student. Costs one student's weights per client in
+bytes down.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedkd.config import FedkdConfig
+from fedkd.data import make_splits
+from fedkd.models import build_seeded_model
+from fedkd.teachers import TeacherBundle
+from fedkd.training import fit_distill, fit_supervised, make_optimizer
+
+
+def warm_start_model(cfg: FedkdConfig, teachers: TeacherBundle) -> torch.nn.Module | None:
+    """The warm-started student (``None`` when ``strategy.warm_start_epochs == 0``)."""
+    epochs = cfg.strategy.warm_start_epochs
+    if epochs == 0:
+        return None
+    splits = make_splits(cfg.data, cfg.seed)
+    model = build_seeded_model(
+        cfg.student.model, splits.data.input_shape, splits.data.num_classes, cfg.seed + 17
+    )
+    opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+    d = cfg.distill
+    if teachers.count:
+        targets = teachers.fused(
+            teachers.proxy_logits,
+            cfg.strategy.teacher_fusion,
+            d.temperature,
+            **cfg.fusion_params,
+        )
+        x_proxy = torch.from_numpy(splits.data.x[splits.proxy])
+        fit_distill(
+            model,
+            opt,
+            x_proxy[:0],
+            torch.zeros(0, dtype=torch.int64),
+            x_proxy,
+            torch.from_numpy(np.ascontiguousarray(targets, np.float32)),
+            epochs=epochs,
+            batch_size=d.batch_size,
+            temperature=d.temperature,
+            alpha=1.0,
+            gen=gen,
+            loss=d.loss,
+        )
+    else:
+        x, y = splits.xy("teacher")
+        fit_supervised(
+            model,
+            opt,
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            epochs=epochs,
+            batch_size=d.batch_size,
+            gen=gen,
+        )
+    return model
