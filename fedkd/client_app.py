@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,13 @@ def config_from_run_config(run_config: dict[str, object]) -> FedkdConfig:
 
     In-process engines pass the resolved config as JSON (``fedkd-config-json``); ``flwr run``
     passes a TOML path (``config``, absolute or relative to the app directory) and
-    ``overrides`` (``;``-separated ``dotted.key=value``).
+    ``overrides`` (``;``-separated ``dotted.key=value``). An empty run config (as
+    ``flwr.simulation.run_simulation`` passes) falls back to the JSON config in the
+    ``FEDKD_CONFIG_JSON`` environment variable when it is set.
     """
-    blob = run_config.get(keys.RUN_CONFIG_JSON)
+    blob = run_config.get(keys.RUN_CONFIG_JSON) or (
+        os.environ.get(keys.ENV_CONFIG_JSON) if not run_config else None
+    )
     if blob:
         return _config_from_json(str(blob))
     path = Path(str(run_config.get(keys.RUN_CONFIG_PATH, "simulations/quickstart.toml")))

@@ -12,6 +12,8 @@ pool is partitioned with flwr-datasets partitioners; every client keeps at least
 
 from __future__ import annotations
 
+import logging
+
 import functools
 import hashlib
 import json
@@ -31,6 +33,8 @@ from fedkd.registry import Registry
 
 if TYPE_CHECKING:
     from fedkd.config import DataConfig, PartitionConfig
+
+log = logging.getLogger("fedkd")
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,13 @@ def _ensure_min_size(parts: list[np.ndarray], min_size: int, seed: int) -> list[
     return parts
 
 
+def data_holders(pool: int, num_clients: int, min_size: int) -> int:
+    """How many clients a pool of ``pool`` samples gives private data (see partition_clients)."""
+    if pool >= num_clients * max(min_size, 1):
+        return num_clients
+    return max(1, pool // max(min_size, 2))
+
+
 def partition_clients(
     labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
 ) -> list[np.ndarray]:
@@ -279,13 +290,31 @@ def partition_clients(
     give every client ``min_size`` samples within its retry budget; fedkd then partitions
     with no minimum and moves single random samples from the largest clients to the
     clients below ``cfg.min_size``. The result is a partition: disjoint, covering, seeded.
+
+    When the pool cannot give every client ``min_size`` samples (e.g. 10,000 clients on a
+    4,000-sample pool), only ``len(labels) // max(min_size, 2)`` seeded-random clients get
+    private data (at least ``min_size`` each) and the others none, with a warning: clients
+    without private data learn from soft targets only.
     """
-    if len(labels) < num_clients * cfg.min_size:
-        raise DataError(
-            f"client pool has {len(labels)} samples, fewer than num_clients x "
-            f"partition.min_size = {num_clients} x {cfg.min_size}; raise "
-            "data.client_pool_size or lower num_clients"
+    active = data_holders(len(labels), num_clients, cfg.min_size)
+    if active < num_clients:
+        log.warning(
+            "client pool has %d samples for %d clients: %d clients get private data "
+            "(>= partition.min_size = %d each), the other %d learn from soft targets only "
+            "(raise data.client_pool_size for more)",
+            len(labels),
+            num_clients,
+            active,
+            cfg.min_size,
+            num_clients - active,
         )
+        owners = np.sort(
+            np.random.default_rng([seed, 3]).choice(num_clients, active, replace=False)
+        )
+        out = [np.zeros(0, np.int64) for _ in range(num_clients)]
+        for part, owner in zip(partition_clients(labels, active, cfg, seed), owners, strict=True):
+            out[int(owner)] = part
+        return out
     if cfg.kind == "classes" and cfg.classes_per_client > int(labels.max()) + 1:
         raise DataError(
             f"partition.classes_per_client={cfg.classes_per_client} exceeds the "

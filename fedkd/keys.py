@@ -38,6 +38,7 @@ NODE_DATA_PATH = "data-path"  # a device's own .npz with x and y (deployment)
 RUN_CONFIG_JSON = "fedkd-config-json"  # resolved config as JSON (in-process engine)
 RUN_CONFIG_PATH = "config"  # TOML path relative to the app directory (flwr run)
 RUN_OVERRIDES = "overrides"  # ';'-separated dotted.key=value overrides (flwr run)
+ENV_CONFIG_JSON = "FEDKD_CONFIG_JSON"  # env fallback for run_simulation (no run config)
 RUN_OUT = "out"  # output directory of the ServerApp (flwr run)
 
 # Message actions

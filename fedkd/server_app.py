@@ -134,7 +134,7 @@ def run_server(
     elif cfg.strategy.warm_start_epochs:
         notify("status", {"text": "warm-start student"})
         torch.set_num_threads(cfg.resolved_workers)
-        warm = warm_start_model(cfg, teachers)
+        warm = warm_start_model(cfg, teachers, use_teachers=strategy.uses_teachers)
         torch.set_num_threads(cfg.threads)
         assert warm is not None
         warm_acc = evaluate(warm, *(torch.from_numpy(a) for a in splits.xy("test")))

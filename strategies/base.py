@@ -96,6 +96,8 @@ class KDStrategy(Strategy):
     """
 
     name = "base"
+    uses_teachers = False
+    """The strategy distils from the server's teachers (the warm start may use them)."""
     collects_weights = False
     """Clients reply with their student's weights (``keys.WEIGHTS``), see fedavg/feddf."""
     train_accuracy_counts = True

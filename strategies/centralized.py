@@ -31,6 +31,7 @@ class CentralizedKD(KDStrategy):
     """One student on the union of the clients' data plus the teachers' soft targets."""
 
     name = "centralized_kd"
+    uses_teachers = True
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
         splits = make_splits(cfg.data, cfg.seed)

@@ -107,6 +107,7 @@ class Hybrid(ConsensusStrategy):
     """
 
     name = "hybrid"
+    uses_teachers = True
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
         targets = teacher_targets(cfg, teachers, cfg.strategy.teacher_fusion)

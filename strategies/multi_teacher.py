@@ -20,6 +20,7 @@ class MultiTeacher(KDStrategy):
     """Soft targets = ``strategy.fusion`` of the teachers' proxy logits."""
 
     name = "multi_teacher"
+    uses_teachers = True
     checkpoint_attrs = (*KDStrategy.checkpoint_attrs, "client_agreement")
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:

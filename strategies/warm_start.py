@@ -5,10 +5,10 @@ With ``strategy.warm_start_epochs > 0`` the server trains one student of
 that client (train or evaluate instruction, under ``keys.WEIGHTS``; the client adopts it
 with a fresh optimizer):
 
-* with teachers: distillation (KD only) towards the teachers' ensemble
-  (``strategy.teacher_fusion``) on the unlabeled proxy set;
-* without teachers: supervised training on the labeled teacher split, FedMD's "transfer
-  learning on a labeled public dataset" (Li & Wang, 2019).
+* strategies that use teachers (``uses_teachers``): distillation (KD only) towards the
+  teachers' ensemble (``strategy.teacher_fusion``) on the unlabeled proxy set;
+* teacher-free strategies, or no teachers: supervised training on the labeled teacher
+  split, FedMD's "transfer learning on a labeled public dataset" (Li & Wang, 2019).
 
 Weight-sharing strategies (fedavg, feddf) use it as their initial global model and
 ``centralized_kd`` as its initial student. Costs one student's weights per client in
@@ -27,8 +27,14 @@ from fedkd.teachers import TeacherBundle
 from fedkd.training import fit_distill, fit_supervised, make_optimizer
 
 
-def warm_start_model(cfg: FedkdConfig, teachers: TeacherBundle) -> torch.nn.Module | None:
-    """The warm-started student (``None`` when ``strategy.warm_start_epochs == 0``)."""
+def warm_start_model(
+    cfg: FedkdConfig, teachers: TeacherBundle, use_teachers: bool = True
+) -> torch.nn.Module | None:
+    """The warm-started student (``None`` when ``strategy.warm_start_epochs == 0``).
+
+    ``use_teachers=False`` (teacher-free strategies) takes the supervised path even when
+    the config has teachers.
+    """
     epochs = cfg.strategy.warm_start_epochs
     if epochs == 0:
         return None
@@ -39,7 +45,7 @@ def warm_start_model(cfg: FedkdConfig, teachers: TeacherBundle) -> torch.nn.Modu
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
     d = cfg.distill
-    if teachers.count:
+    if use_teachers and teachers.count:
         targets = teachers.fused(
             teachers.proxy_logits,
             cfg.strategy.teacher_fusion,

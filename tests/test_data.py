@@ -99,9 +99,16 @@ def test_classes_partition_gives_k_classes():
     assert all(len(np.unique(y[p])) <= 3 for p in parts)
 
 
-def test_pool_too_small_is_a_clear_error():
-    with pytest.raises(DataError, match="fewer than num_clients x partition.min_size"):
-        partition_clients(_labels(100), 50, PartitionConfig(min_size=4), seed=0)
+def test_pool_too_small_lowers_min_size_with_a_warning(caplog):
+    y = _labels(100)
+    with caplog.at_level("WARNING", logger="fedkd"):
+        parts = partition_clients(y, 50, PartitionConfig(min_size=4), seed=0)
+    assert "25 clients get private data" in caplog.text
+    sizes = [len(p) for p in parts]
+    assert len(parts) == 50 and sizes.count(0) == 25 and min(s for s in sizes if s) >= 4
+    assert sorted(np.concatenate(parts).tolist()) == list(range(100))  # still a partition
+    more = partition_clients(_labels(100), 300, PartitionConfig(min_size=1), seed=0)
+    assert len(more) == 300 and sum(len(p) for p in more) == 100
 
 
 def test_client_partitions_index_the_client_pool():

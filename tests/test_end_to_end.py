@@ -209,7 +209,7 @@ def test_hostile_and_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
         ([], "missing CONFIG argument"),
         (["nope.toml"], "config file not found: nope.toml"),
         ([str(TINY), "--num-clients", "0"], "num_clients=0"),
-        ([str(TINY), "--num-clients", "1000"], "fewer than num_clients x partition.min_size"),
+        ([str(TINY), "--resume", "x"], "give no CONFIG"),
         (["BROKEN"], "is not valid TOML"),
         ([str(TINY), "--rounds", "x"], "rounds='x': Input should be a valid integer"),
         ([str(TINY), "--engine", "warp"], "unknown engine; allowed: inprocess"),
