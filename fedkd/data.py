@@ -12,11 +12,10 @@ pool is partitioned with flwr-datasets partitioners; every client keeps at least
 
 from __future__ import annotations
 
-import logging
-
 import functools
 import hashlib
 import json
+import logging
 import os
 import threading
 import uuid

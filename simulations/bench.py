@@ -242,8 +242,9 @@ def main() -> None:
             if "error" in r:
                 print(f"{n:>8} {engine:>11}  error: {r['error']}")
                 continue
+            ratio = r.get("ratio_to_bare", float("nan"))
             print(
-                f"{n:>8} {engine:>11} {r['time_s']:9.1f} {r.get('ratio_to_bare', float('nan')):7.2f}"
+                f"{n:>8} {engine:>11} {r['time_s']:9.1f} {ratio:7.2f}"
                 f" {r['peak_rss_mb']:8.0f} {r['accuracy_mean']:6.3f}"
             )
     print(f"wrote {args.out}")
