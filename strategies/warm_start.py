@@ -5,8 +5,9 @@ With ``strategy.warm_start_epochs > 0`` the server trains one student of
 that client (train or evaluate instruction, under ``keys.WEIGHTS``; the client adopts it
 with a fresh optimizer):
 
-* strategies that use teachers (``uses_teachers``): distillation (KD only) towards the
-  teachers' ensemble (``strategy.teacher_fusion``) on the unlabeled proxy set;
+* strategies that use teachers (``uses_teachers``): the client recipe on the server,
+  ``distill.alpha`` x KD towards the teachers' ensemble (``strategy.teacher_fusion``) on the
+  proxy set + ``(1 - distill.alpha)`` x cross-entropy on the labeled teacher split;
 * teacher-free strategies, or no teachers: supervised training on the labeled teacher
   split, FedMD's "transfer learning on a labeled public dataset" (Li & Wang, 2019).
 
@@ -45,6 +46,7 @@ def warm_start_model(
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
     d = cfg.distill
+    x_lab, y_lab = (torch.from_numpy(a) for a in splits.xy("teacher"))
     if use_teachers and teachers.count:
         targets = teachers.fused(
             teachers.proxy_logits,
@@ -56,24 +58,23 @@ def warm_start_model(
         fit_distill(
             model,
             opt,
-            x_proxy[:0],
-            torch.zeros(0, dtype=torch.int64),
+            x_lab,
+            y_lab,
             x_proxy,
             torch.from_numpy(np.ascontiguousarray(targets, np.float32)),
             epochs=epochs,
             batch_size=d.batch_size,
             temperature=d.temperature,
-            alpha=1.0,
+            alpha=d.alpha,
             gen=gen,
             loss=d.loss,
         )
     else:
-        x, y = splits.xy("teacher")
         fit_supervised(
             model,
             opt,
-            torch.from_numpy(x),
-            torch.from_numpy(y),
+            x_lab,
+            y_lab,
             epochs=epochs,
             batch_size=d.batch_size,
             gen=gen,

@@ -8,6 +8,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedkd.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
+from fedkd.state_store import ClientStateStore
 
 
 def make_app(seen: list):
@@ -55,9 +56,10 @@ def test_taskidentity_is_set_around_each_call_and_restored():
     assert msg.metadata.src_node_id == SUPERLINK_NODE_ID and msg.metadata.run_id == 77
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_context_persists_and_crashes_become_error_replies(workers):
-    grid = InProcessGrid(make_app([]), 4, {"k": "v"}, workers=workers)
+@pytest.mark.parametrize(("workers", "on_disk"), [(1, False), (3, False), (3, True)])
+def test_context_persists_and_crashes_become_error_replies(workers, on_disk, tmp_path):
+    store = ClientStateStore(tmp_path) if on_disk else None
+    grid = InProcessGrid(make_app([]), 4, {"k": "v"}, workers=workers, state_store=store)
     for expected in (1, 2):
         replies = _round(grid)
         assert len(replies) == 4
@@ -69,6 +71,12 @@ def test_context_persists_and_crashes_become_error_replies(workers):
         # replies answer the messages sent (metadata derived from the instruction)
         assert all(r.metadata.dst_node_id == SUPERLINK_NODE_ID for r in replies)
     assert grid.context(NODE_ID_OFFSET).run_config == {"k": "v"}
+    if store is not None:  # states live on disk, not in the grid
+        assert grid._contexts == {}
+        grid.commit_round(0)
+        assert sorted(p.name for p in store.nodes.iterdir()) == [
+            f"{NODE_ID_OFFSET + i}.bin" for i in (0, 1, 3)
+        ]
     grid.close()
 
 
