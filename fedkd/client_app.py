@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,51 +375,75 @@ def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
 
 
 def train_cohort(
-    pairs: list[tuple[Message, Context]], cohort_size: int, workers: int
+    pairs: list[tuple[Message, Context]],
+    cohort_size: int,
+    workers: int,
+    done: Callable[[int, Message | Exception], None] | None = None,
+    acquire: Callable[[int], Context] | None = None,
 ) -> list[Message | Exception]:
     """Vectorized ``train`` for many nodes at once (see :mod:`fedkd.vectorized`).
 
-    Jobs that share architecture, hyperparameters and soft targets train as cohorts of at
-    most ``cohort_size`` clients; ``workers`` cohorts run at once, on one torch thread each
-    (on CPU, two single-threaded cohorts beat one cohort on two threads). Each node ends
+    Nodes are ordered by private data size (similar sizes share a cohort: less padding)
+    and cut into windows of ``cohort_size``; a window's jobs that share architecture,
+    hyperparameters and soft targets train as one cohort. ``workers`` windows run at once,
+    on one torch thread each (on CPU, two single-threaded cohorts beat one cohort on two
+    threads). A window is decoded only when it runs, so memory grows with
+    ``workers x cohort_size``, not with the number of nodes. ``done(i, reply)`` is called
+    as soon as pair ``i`` is finished (the engine stores its state then); ``acquire(i)``,
+    when given, returns pair ``i``'s full Context just before its window runs (the pairs
+    may then carry contexts without state). Each node ends
     with the same student, optimizer state and reply as after :func:`train` (up to float
     rounding). Returns one reply, or the exception that node's instruction raised, per pair.
     """
     out: list[Message | Exception] = [ValueError("not run")] * len(pairs)
-    jobs: dict[int, _TrainJob] = {}
-    for i, (msg, ctx) in enumerate(pairs):
-        try:
-            jobs[i] = _prepare_train(msg, ctx)
-        except Exception as err:  # noqa: BLE001 - reported as this node's error reply
-            out[i] = err
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, job in jobs.items():
-        groups.setdefault(job.cohort_key(), []).append(i)
-    chunks: list[list[int]] = []
-    for members in groups.values():
-        # similar private-data sizes share a cohort: less padding of the private batches
-        members.sort(key=lambda i: (len(jobs[i].y_local), i))
-        step = max(1, cohort_size)
-        chunks += [members[s : s + step] for s in range(0, len(members), step)]
+    order = sorted(range(len(pairs)), key=lambda i: (_private_size(pairs[i][1]), i))
+    step = max(1, cohort_size)
+    windows = [order[s : s + step] for s in range(0, len(order), step)]
 
-    def run(chunk: list[int]) -> None:
-        try:
-            replies: list[Message | Exception] = list(
-                _train_chunk([pairs[i] for i in chunk], [jobs[i] for i in chunk])
-            )
-        except Exception as err:  # noqa: BLE001 - every node of the chunk fails alike
-            replies = [err] * len(chunk)
-        for i, reply in zip(chunk, replies, strict=True):
-            out[i] = reply
+    def finish(i: int, reply: Message | Exception) -> None:
+        out[i] = reply
+        if done is not None:
+            done(i, reply)
+
+    def run(window: list[int]) -> None:
+        jobs: dict[int, _TrainJob] = {}
+        for i in window:
+            if acquire is not None:
+                pairs[i] = (pairs[i][0], acquire(i))
+            try:
+                jobs[i] = _prepare_train(*pairs[i])
+            except Exception as err:  # noqa: BLE001 - reported as this node's error reply
+                finish(i, err)
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, job in jobs.items():
+            groups.setdefault(job.cohort_key(), []).append(i)
+        for members in groups.values():
+            try:
+                replies: list[Message | Exception] = list(
+                    _train_chunk([pairs[i] for i in members], [jobs[i] for i in members])
+                )
+            except Exception as err:  # noqa: BLE001 - every node of the cohort fails alike
+                replies = [err] * len(members)
+            for i, reply in zip(members, replies, strict=True):
+                finish(i, reply)
 
     torch.set_num_threads(1)
-    if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            run(chunk)
+    if workers <= 1 or len(windows) <= 1:
+        for window in windows:
+            run(window)
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="fedkd-cohort") as pool:
-            list(pool.map(run, chunks))
+            list(pool.map(run, windows))
     return out
+
+
+def _private_size(context: Context) -> int:
+    """Private data size of a node (0 when its config is broken: its job will say why)."""
+    try:
+        cfg = config_from_run_config(dict(context.run_config))
+        return len(_private_data(cfg, context, _partition_id(context, cfg))[1])
+    except Exception:  # noqa: BLE001 - the error surfaces when the job is prepared
+        return 0
 
 
 def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) -> list[Message]:

@@ -40,7 +40,8 @@ class MultiTeacher(KDStrategy):
     ) -> None:
         """Record how often clients agree with the teacher ensemble's argmax."""
         teacher_top = self.targets[proxy_idx].argmax(-1)
-        self.client_agreement.append(float((logits.argmax(-1) == teacher_top).mean()))
+        agree = sum(int((chunk.argmax(-1) == teacher_top).sum()) for chunk in logits)
+        self.client_agreement.append(agree / max(1, logits.shape[0] * logits.shape[1]))
 
 
 @register_strategy("multi_teacher")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
 
-from flwr.app import Context, Error, Message, MessageType
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -25,7 +25,8 @@ from fedkd.state_store import ClientStateStore
 
 log = logging.getLogger("fedkd")
 
-CohortFn = Callable[[list[tuple[Message, Context]], int, int], list[Message | Exception]]
+CohortFn = Callable[..., list[Message | Exception]]
+"""``fn(pairs, cohort_size, workers, done) -> replies``, see ``client_app.train_cohort``."""
 
 
 class VectorizedGrid(InProcessGrid):
@@ -78,11 +79,28 @@ class VectorizedGrid(InProcessGrid):
         replies = list(super().send_and_receive(others, timeout=timeout)) if others else []
         for mid in list(self.push_messages(train)):
             self._pending.pop(mid)
-        pairs = [(m, self.context(m.metadata.dst_node_id)) for m in train]
-        results = self._cohort_fn(pairs, self._cohort_size, self._workers)
-        for (msg, ctx), result in zip(pairs, results, strict=True):
+        store = self.state_store
+        # with a state store, states are loaded window by window (acquire), not all at once
+        pairs = [
+            (m, self._new_context(m.metadata.dst_node_id, RecordDict()))
+            if store is not None
+            else (m, self.context(m.metadata.dst_node_id))
+            for m in train
+        ]
+
+        def acquire(i: int) -> Context:
+            return self.context(pairs[i][0].metadata.dst_node_id)
+
+        def done(i: int, result: Message | Exception) -> None:
+            msg, ctx = pairs[i]
             if not isinstance(result, Exception):
                 self.release(msg, ctx)
+            if store is not None:  # stored: free the memory now
+                pairs[i] = (msg, self._new_context(ctx.node_id, RecordDict()))
+
+        results = self._cohort_fn(
+            pairs, self._cohort_size, self._workers, done, acquire if store is not None else None
+        )
         for msg, result in zip(train, results, strict=True):
             if isinstance(result, Exception):
                 reason = f"{type(result).__name__}: {result}"
