@@ -291,17 +291,6 @@ class Cohort:
             ]
         return stats
 
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Logits (K, N, C) of every member on the same inputs ``x`` (N, ...)."""
-        self.template.eval()
-        k = len(self.members)
-        chunks = [
-            stacked_forward(self.template, self.params, c.unsqueeze(0).expand(k, *c.shape))
-            for c in x.split(batch_size)
-        ]
-        return torch.cat(chunks, dim=1)
-
     def write_back(self) -> None:
         """Copy the trained parameters and optimizer state into each member's objects."""
         with torch.no_grad():

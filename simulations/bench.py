@@ -181,9 +181,9 @@ def main() -> None:
     """Run every engine on every client count; write bench.json and print a table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", default="100,1000", help="comma-separated client counts")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=1, help="local epochs per round")
-    ap.add_argument("--proxy-fraction", type=float, default=0.25)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2, help="local epochs per round")
+    ap.add_argument("--proxy-fraction", type=float, default=1.0)
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--one", nargs=2, metavar=("ENGINE", "CLIENTS"), help=argparse.SUPPRESS)

@@ -161,14 +161,18 @@ def _fedmd(tmp_path, tabular, *extra):
     ).summary
 
 
-def test_random_logits_attack_pulls_the_mean_consensus_down(tmp_path, tabular):
+def test_random_logits_pull_the_mean_down_and_trimmed_mean_holds(tmp_path, tabular):
+    attack = ("attack.fraction=0.2", "attack.kind=random_logits")
     clean = _fedmd(tmp_path / "clean", tabular)
-    attacked = _fedmd(
-        tmp_path / "mean", tabular, "attack.fraction=0.2", "attack.kind=random_logits"
-    )
+    attacked = _fedmd(tmp_path / "mean", tabular, *attack)
+    robust = _fedmd(tmp_path / "trim", tabular, *attack, "strategy.fusion=trimmed_mean")
     a = attacked["attack"]
     assert clean["attack"] is None and a["kind"] == "random_logits"
     assert len(a["malicious"]) == 2 and set(a["malicious"]) <= set(range(10))
-    assert clean["final"]["student_accuracy_mean"] > 0.75
-    # plain mean fusion visibly drops for the honest clients
-    assert a["honest_accuracy_mean"] < clean["final"]["student_accuracy_mean"] - 0.04
+    base = clean["final"]["student_accuracy_mean"]
+    assert base > 0.75
+    # plain mean fusion visibly drops for the honest clients (measured: 83.1% -> 74.8%)
+    assert a["honest_accuracy_mean"] < base - 0.05
+    # data-size-weighted trimmed mean stays close to the clean run (measured: 80.2%)
+    assert robust["attack"]["honest_accuracy_mean"] > base - 0.035
+    assert robust["attack"]["honest_accuracy_mean"] > a["honest_accuracy_mean"] + 0.04
