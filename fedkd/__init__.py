@@ -45,7 +45,6 @@ def _map_strategies_folder() -> None:
 _map_strategies_folder()
 
 from fedkd.api import run  # noqa: E402
-from fedkd.compare import compare  # noqa: E402
 from fedkd.config import FedkdConfig, load_config  # noqa: E402
 from fedkd.data import register_dataset  # noqa: E402
 from fedkd.engines import register_engine  # noqa: E402
@@ -55,7 +54,6 @@ from fedkd.strategies import register_strategy  # noqa: E402
 from fedkd.strategies.fusion import register_fusion  # noqa: E402
 
 __all__ = [
-    "compare",
     "FedkdConfig",
     "hinton_loss",
     "load_config",

@@ -37,9 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("bare", "inprocess", "vectorized", "flower")
 
 
-def overrides(clients: int, rounds: int, epochs: int, proxy_fraction: float) -> list[str]:
+def overrides(
+    clients: int, rounds: int, epochs: int, proxy_fraction: float, cohort_size: int = 32
+) -> list[str]:
     """The workload as ``fedkd run --set`` overrides of the quickstart config."""
     return [
+        f"cohort_size={cohort_size}",
         f"num_clients={clients}",
         f"rounds={rounds}",
         f"distill.local_epochs={epochs}",
@@ -161,12 +164,15 @@ def run_flower(cfg: Any) -> dict[str, Any]:
     return result
 
 
-def one(engine: str, clients: int, rounds: int, epochs: int, proxy_fraction: float) -> None:
+def one(
+    engine: str, clients: int, rounds: int, epochs: int, proxy_fraction: float, cohort_size: int
+) -> None:
     """Child process: one engine on one workload; prints one JSON line."""
     from fedkd.config import load_config
 
     cfg = load_config(
-        ROOT / "simulations" / "quickstart.toml", overrides(clients, rounds, epochs, proxy_fraction)
+        ROOT / "simulations" / "quickstart.toml",
+        overrides(clients, rounds, epochs, proxy_fraction, cohort_size),
     )
     if engine == "bare":
         out = run_bare(cfg)
@@ -184,12 +190,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=2, help="local epochs per round")
     ap.add_argument("--proxy-fraction", type=float, default=1.0)
+    ap.add_argument("--cohort-size", type=int, default=32, help="vectorized engine's cohort_size")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--one", nargs=2, metavar=("ENGINE", "CLIENTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        one(args.one[0], int(args.one[1]), args.rounds, args.epochs, args.proxy_fraction)
+        one(
+            args.one[0],
+            int(args.one[1]),
+            args.rounds,
+            args.epochs,
+            args.proxy_fraction,
+            args.cohort_size,
+        )
         return
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINES]
@@ -212,6 +226,7 @@ def main() -> None:
             "local_epochs": args.epochs,
             "proxy_fraction": args.proxy_fraction,
             "fraction": 1.0,
+            "cohort_size": args.cohort_size,
             "cpus": len(os.sched_getaffinity(0)),
         },
         "runs": {},
@@ -222,6 +237,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", engine, str(n)]
             cmd += ["--rounds", str(args.rounds), "--epochs", str(args.epochs)]
             cmd += ["--proxy-fraction", str(args.proxy_fraction)]
+            cmd += ["--cohort-size", str(args.cohort_size)]
             print(f"{n} clients, {engine} ...", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -59,7 +59,7 @@ def test_apply_overrides_does_not_mutate_input():
         (
             "strategy.name=magic",
             "strategy.name='magic': unknown strategy; allowed: "
-            "dsfl, fedmd, hybrid, local, multi_teacher",
+            "centralized_kd, dsfl, fedavg, feddf, fedmd, hybrid, local, multi_teacher",
         ),
         (
             "strategy.fusion=max",
