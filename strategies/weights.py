@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from fedkd.strategies import register_strategy
-from fedkd.strategies.base import KDStrategy
+from fedkd.strategies.client_fusion import LocalOnly
 from fedkd.strategies.fusion import apply_fusion
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
@@ -35,12 +35,12 @@ def fedavg_weights(records: list[ArrayRecord], num_examples: np.ndarray) -> Arra
     return aggregate_arrayrecords(contents, keys.NUM_EXAMPLES)
 
 
-class FedAvgStudents(KDStrategy):
+class FedAvgStudents(LocalOnly):
     """FedAvg (McMahan et al., 2017) over the students: the weight-sharing baseline.
 
-    No soft targets, no proxy logits: clients train with cross-entropy on private data
-    (``distill.local_epochs`` epochs) from the global model; the server averages their
-    weights by data size with Flower's own ``aggregate_arrayrecords`` (what
+    No soft targets, no proxy logits (as ``local``): clients train with cross-entropy on
+    private data (``distill.local_epochs`` epochs) from the global model; the server
+    averages their weights by data size with Flower's own ``aggregate_arrayrecords`` (what
     ``flwr.serverapp.strategy.FedAvg`` uses).
     """
 
@@ -61,16 +61,6 @@ class FedAvgStudents(KDStrategy):
         """The warm-start student is the initial global model."""
         self.global_weights = weights
         self.model.load_state_dict(weights.to_torch_state_dict())
-
-    def round_targets(
-        self, server_round: int, proxy_idx: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """No soft targets."""
-        return proxy_idx[:0], np.zeros((0, self.num_classes), np.float32)
-
-    def reply_rows(self, server_round: int, proxy_idx: np.ndarray) -> np.ndarray:
-        """No proxy logits."""
-        return proxy_idx[:0]
 
     def fuse_client_weights(
         self, server_round: int, records: list[ArrayRecord], weights: np.ndarray
