@@ -38,7 +38,7 @@ ENGINES = ("bare", "inprocess", "vectorized", "flower")
 
 
 def overrides(
-    clients: int, rounds: int, epochs: int, proxy_fraction: float, cohort_size: int = 32
+    clients: int, rounds: int, epochs: int, proxy_fraction: float, cohort_size: int = 16
 ) -> list[str]:
     """The workload as ``fedkd run --set`` overrides of the quickstart config."""
     return [
@@ -190,7 +190,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=2, help="local epochs per round")
     ap.add_argument("--proxy-fraction", type=float, default=1.0)
-    ap.add_argument("--cohort-size", type=int, default=32, help="vectorized engine's cohort_size")
+    ap.add_argument("--cohort-size", type=int, default=16, help="vectorized engine's cohort_size")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--one", nargs=2, metavar=("ENGINE", "CLIENTS"), help=argparse.SUPPRESS)

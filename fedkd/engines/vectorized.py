@@ -54,7 +54,7 @@ class VectorizedGrid(InProcessGrid):
         *,
         run_id: int = 1,
         workers: int = 1,
-        cohort_size: int = 32,
+        cohort_size: int = 16,
         state_store: ClientStateStore | None = None,
     ) -> None:
         super().__init__(
