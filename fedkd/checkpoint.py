@@ -10,7 +10,6 @@ half-written checkpoint is never read. Node states live in the engine's
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fedkd.results import atomic_write_bytes
 
 _NAME = re.compile(r"^server-r(?P<round>\d+)\.pt$")
 
@@ -48,14 +49,9 @@ def save_checkpoint(out: Path, server_round: int, payload: dict[str, Any]) -> Pa
     folder = checkpoint_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"server-r{server_round}.pt"
-    tmp = folder / f".server-r{server_round}.pt.tmp"
     buf = io.BytesIO()
     torch.save({"round": server_round, **payload}, buf)
-    with tmp.open("wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

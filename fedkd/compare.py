@@ -24,7 +24,7 @@ from typing import Any
 from fedkd import api
 from fedkd.config import FedkdConfig, load_config
 from fedkd.errors import ConfigError
-from fedkd.results import RunResult, write_json
+from fedkd.results import RunResult, atomic_write_bytes, write_json
 
 CompareProgress = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: ``run_start`` / ``run_end`` around each run (``info`` has
@@ -361,9 +361,7 @@ def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def plot_compare(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -25,16 +25,9 @@ from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
+from fedkd.results import atomic_write_bytes
+
 _PENDING = re.compile(r"^(?P<node>\d+)\.r(?P<round>\d+)\.bin$")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ClientStateStore:
@@ -67,10 +60,14 @@ class ClientStateStore:
         proto.ParseFromString(path.read_bytes())
         return recorddict_from_proto(proto)
 
-    def stage(self, node: int, server_round: int, state: RecordDict) -> None:
-        """Keep ``state`` as the node's state after ``server_round`` (until committed)."""
+    def stage(self, node: int, server_round: int, state: RecordDict | bytes) -> None:
+        """Keep ``state`` as the node's state after ``server_round`` (until committed).
+
+        ``state`` may already be serialized (``recorddict_to_proto(...).SerializeToString()``).
+        """
         path = self.pending / f"{node}.r{server_round}.bin"
-        _atomic_write(path, recorddict_to_proto(state).SerializeToString())
+        data = state if isinstance(state, bytes) else recorddict_to_proto(state).SerializeToString()
+        atomic_write_bytes(path, data)
         with self._lock:
             old = self._staged.get(node)
             self._staged[node] = (server_round, path)

@@ -191,13 +191,12 @@ class InProcessGrid(Grid):
         """Store the node's state after handling ``msg`` (when it changed)."""
         if self.state_store is None:
             return
-        from flwr.common.serde import recorddict_to_proto
-
-        if before is not None and recorddict_to_proto(context.state).SerializeToString() == before:
+        after = self.fingerprint(context)  # serialized once: compared, then stored
+        if after == before:
             return
         gid = msg.metadata.group_id
         rnd = int(gid) if gid.isdigit() else 0
-        self.state_store.stage(context.node_id, rnd, context.state)
+        self.state_store.stage(context.node_id, rnd, after)
 
     @staticmethod
     def fingerprint(context: Context) -> bytes:
