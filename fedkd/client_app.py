@@ -31,6 +31,7 @@ from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
+from fedkd.devices import fails
 from fedkd.losses import ROW_LOSSES
 from fedkd.models import build_seeded_model
 from fedkd.training import (
@@ -44,6 +45,11 @@ from fedkd.training import (
 from fedkd.vectorized import Cohort, Member
 
 app = ClientApp()
+
+
+class DeviceFailure(RuntimeError):
+    """A simulated device crash (``devices.tiers[].failure_prob``)."""
+
 
 _STATE_KEY = "fedkd-student"
 
@@ -153,7 +159,7 @@ def _partition_id(context: Context, cfg: FedkdConfig) -> int:
 
 def _fresh_student(cfg: FedkdConfig, shared: _Shared, partition_id: int) -> torch.nn.Module:
     return build_seeded_model(
-        cfg.student.model,
+        cfg.student_model(partition_id),
         shared.input_shape,
         shared.num_classes,
         _seed(cfg.seed, partition_id, 0, 2),
@@ -229,7 +235,7 @@ class _TrainJob:
         """Jobs with equal keys can train as one vectorized cohort."""
         d = self.cfg.distill
         return (
-            self.cfg.student.model,
+            self.cfg.student_model(self.pid),
             d.optimizer,
             d.loss,
             d.batch_size,
@@ -256,6 +262,12 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     )
     conf = msg.content.config_records[keys.CONFIG]
     rnd = int(conf[keys.SERVER_ROUND])  # type: ignore[arg-type]
+    tier = cfg.tier(pid)
+    if tier is not None and fails(tier.failure_prob, cfg.seed, pid, rnd):
+        raise DeviceFailure(
+            f"simulated crash of a {tier.name!r} device in round {rnd} "
+            f"(failure_prob {tier.failure_prob})"
+        )
     if (
         proxy_idx.ndim != 1
         or soft.ndim != 2

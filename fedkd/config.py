@@ -6,13 +6,21 @@ Every field carries a description; ``fedkd config --schema`` prints them all and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedkd.errors import ConfigError
 from fedkd.registry import Registry
@@ -296,6 +304,114 @@ class BaselinesConfig(_Section):
     )
 
 
+class TierConfig(_Section):
+    """One class of simulated device (``[[devices.tiers]]``).
+
+    A ``preset`` fills the hardware figures the table does not set (docs/devices.md
+    gives the presets' sources).
+    """
+
+    name: str = Field(description="Tier name, used in summary.json final.by_tier.NAME.")
+    preset: str | None = Field(
+        None,
+        description="Fill unset hardware figures from a preset: 'microcontroller', "
+        "'low_end_phone', 'high_end_phone', 'edge_gpu'.",
+    )
+    share: float = Field(gt=0, description="Share of the clients in this tier (normalized).")
+    student: str | None = Field(
+        None,
+        description="Model spec of this tier's students (default: student.model). Only "
+        "logits travel, so tiers may mix architectures.",
+    )
+    gflops: float = Field(
+        gt=0, description="Effective training throughput in GFLOP/s (virtual clock)."
+    )
+    memory_mb: float = Field(
+        gt=0,
+        description="Memory a training process may use; a student whose estimated "
+        "training memory exceeds it is a config error.",
+    )
+    downlink_mbps: float = Field(gt=0, description="Download bandwidth, Mbit/s.")
+    uplink_mbps: float = Field(gt=0, description="Upload bandwidth, Mbit/s.")
+    latency_ms: float = Field(ge=0, description="One-way latency added to each transfer, ms.")
+    availability: float = Field(
+        gt=0, le=1, description="Probability that a client is online in a round."
+    )
+    failure_prob: float = Field(
+        ge=0, lt=1, description="Probability that a sampled client crashes mid-round."
+    )
+    cpus: float = Field(
+        1.0, gt=0, description="engine='ray': CPUs each of this tier's actors reserves."
+    )
+    actors: int = Field(
+        0, ge=0, description="engine='ray': actors in this tier's pool (0 = by share of CPUs)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        from fedkd.devices import PRESETS
+
+        preset = data["preset"]
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(sorted(PRESETS))}")
+        return {**PRESETS[preset], **data}
+
+    @field_validator("student")
+    @classmethod
+    def _valid_student(cls, v: str | None) -> str | None:
+        return None if v is None else _check_model_spec(v)
+
+
+class DevicesConfig(_Section):
+    """Simulated device tiers, the virtual clock and the round policy (no tiers: off)."""
+
+    tiers: list[TierConfig] = Field(
+        default_factory=list,
+        description="Device tiers ([[devices.tiers]] tables); empty = no device simulation.",
+    )
+    policy: Literal["sync", "deadline", "over_select"] = Field(
+        "sync",
+        description="'sync' waits for every sampled client; 'deadline' drops replies "
+        "later than deadline_s virtual seconds; 'over_select' samples k(1 + over_select) "
+        "clients and keeps the first k replies.",
+    )
+    deadline_s: float = Field(60.0, gt=0, description="'deadline': virtual seconds per round.")
+    over_select: float = Field(
+        0.3, ge=0, le=10, description="'over_select': extra share x of clients sampled."
+    )
+    min_replies: int = Field(
+        1,
+        ge=1,
+        description="A round with fewer kept replies is void: the server keeps its "
+        "soft targets and the round is marked void in metrics.jsonl.",
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_names(cls, v: list[TierConfig]) -> list[TierConfig]:
+        names = [t.name for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        return v
+
+
+class RayConfig(_Section):
+    """engine='ray': where ClientApp calls run."""
+
+    address: str | None = Field(
+        None,
+        description="Join an existing Ray cluster (e.g. '127.0.0.1:6379' after "
+        "`ray start --head`); unset = start a local Ray instance for the run and stop it "
+        "at the end.",
+    )
+    num_cpus: int = Field(
+        0, ge=0, description="CPUs of the local Ray instance (0 = all cores); ignored with address."
+    )
+
+
 class FedkdConfig(_Section):
     """A fedkd run."""
 
@@ -304,9 +420,10 @@ class FedkdConfig(_Section):
     engine: str = Field(
         "inprocess",
         description="Transport for Flower Messages: 'inprocess' (default; one client after "
-        "another on `workers` threads) or 'vectorized' (in-process; each round's sampled "
+        "another on `workers` threads), 'vectorized' (in-process; each round's sampled "
         "clients of one student architecture train together as one batch, see "
-        "`cohort_size`).",
+        "`cohort_size`) or 'ray' (ClientApp calls in Ray actors, one pool per device "
+        "tier, see [ray]).",
     )
     num_clients: int = Field(20, ge=1, le=1_000_000, description="Number of clients.")
     rounds: int = Field(10, ge=1, description="Federated rounds.")
@@ -335,6 +452,8 @@ class FedkdConfig(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("engine")
     @classmethod
@@ -342,6 +461,41 @@ class FedkdConfig(_Section):
         from fedkd.engines import ENGINE_REGISTRY
 
         return _registered(ENGINE_REGISTRY, v)
+
+    @model_validator(mode="after")
+    def _one_architecture_where_needed(self) -> FedkdConfig:
+        specs = self.student_specs
+        if len(specs) > 1:
+            if self.strategy.warm_start_epochs:
+                raise ValueError(
+                    "strategy.warm_start_epochs ships one student to every client; "
+                    f"devices.tiers use {sorted(specs)}: set it to 0 or give tiers one student"
+                )
+        return self
+
+    @property
+    def student_specs(self) -> set[str]:
+        """Every student model spec in use (one per tier, or ``student.model``)."""
+        if not self.devices.tiers:
+            return {self.student.model}
+        return {t.student or self.student.model for t in self.devices.tiers}
+
+    def tier_index(self, partition: int) -> int | None:
+        """Index into ``devices.tiers`` of client ``partition`` (None without tiers)."""
+        if not self.devices.tiers:
+            return None
+        shares = tuple(t.share for t in self.devices.tiers)
+        return int(_tier_table(shares, self.num_clients, self.seed)[partition])
+
+    def tier(self, partition: int) -> TierConfig | None:
+        """The device tier of client ``partition`` (None without tiers)."""
+        i = self.tier_index(partition)
+        return None if i is None else self.devices.tiers[i]
+
+    def student_model(self, partition: int) -> str:
+        """Student model spec of client ``partition`` (its tier's, or ``student.model``)."""
+        tier = self.tier(partition)
+        return (tier.student if tier is not None else None) or self.student.model
 
     @property
     def resolved_workers(self) -> int:
@@ -359,6 +513,15 @@ class FedkdConfig(_Section):
     def to_json(self) -> str:
         """Resolved configuration as JSON (what ``config.json`` holds)."""
         return self.model_dump_json(indent=2)
+
+
+@functools.lru_cache(maxsize=8)
+def _tier_table(shares: tuple[float, ...], num_clients: int, seed: int) -> Any:
+    from fedkd.devices import assign_tiers
+
+    table = assign_tiers(list(shares), num_clients, seed)
+    table.setflags(write=False)
+    return table
 
 
 # --------------------------------------------------------------------------- loading

@@ -31,8 +31,9 @@ from fedkd.checkpoint import (
 from fedkd.client_app import config_from_run_config
 from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
+from fedkd.devices import DeviceFleet
 from fedkd.errors import ConfigError
-from fedkd.plots import plot_accuracy, plot_client_histogram
+from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
 from fedkd.results import MetricsLog, RunResult, write_json
 from fedkd.strategies import STRATEGY_REGISTRY
 from fedkd.strategies.base import percentile
@@ -124,6 +125,7 @@ def run_server(
             " (cached)" if hit else "",
         )
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
+    fleet = _fleet(cfg, splits, strategy)
     warm_acc: float | None = None
     if ckpt is not None:
         strategy.load_checkpoint_state(ckpt["strategy"])
@@ -271,12 +273,81 @@ def run_server(
             for p in sorted(strategy.node_of)
         ],
     )
+    if fleet is not None:
+        summary["final"]["by_tier"] = _by_tier(cfg, fleet, strategy, local)
+        summary["virtual_time_s"] = strategy.virtual_time
+        summary["devices"] = {
+            "policy": cfg.devices.policy,
+            "deadline_s": cfg.devices.deadline_s if cfg.devices.policy == "deadline" else None,
+            "over_select": cfg.devices.over_select if cfg.devices.policy == "over_select" else None,
+            "void_rounds": sum(1 for r in rows if r.get("void")),
+            "dropped_late": sum(int(r.get("dropped_late") or 0) for r in rows),
+            "failed": sum(int(r.get("failed") or 0) for r in rows),
+        }
+        plot_by_tier(summary["final"]["by_tier"], out / "tiers.png")
+        plot_virtual_time(rows, summary, out / "accuracy_virtual_time.png")
     plot_accuracy(rows, summary, out / "accuracy.png")
     plot_client_histogram(final_accs, list(local.values()), out / "client_accuracy_hist.png")
     summary["wall_time_s"] = earlier_s + time.perf_counter() - t0
     summary["resumed_after_round"] = int(ckpt["round"]) if ckpt is not None else None
     write_json(out / "summary.json", summary)
     return RunResult(summary=summary, metrics=rows, out_dir=out)
+
+
+def _fleet(cfg: FedkdConfig, splits: Any, strategy: Any) -> DeviceFleet | None:
+    """The simulated device fleet (None without ``devices.tiers``); config errors raised."""
+    if not cfg.devices.tiers:
+        return None
+    if len(cfg.student_specs) > 1 and strategy.collects_weights:
+        raise ConfigError(
+            f"strategy.name={cfg.strategy.name!r} averages student weights, so every client "
+            f"needs the same student; devices.tiers use {sorted(cfg.student_specs)}"
+        )
+    try:
+        fleet = DeviceFleet(cfg, splits.data.input_shape, splits.data.num_classes)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for m in fleet.models:
+        log.info(
+            "tier %s: student %s, %d parameters, %d FLOPs/sample, ~%.2f MB to train",
+            m.name,
+            m.spec,
+            m.parameters,
+            m.flops_per_sample,
+            m.train_memory_bytes / 2**20,
+        )
+    strategy.set_fleet(fleet)
+    return fleet
+
+
+def _by_tier(
+    cfg: FedkdConfig, fleet: DeviceFleet, strategy: Any, local: dict[int, float]
+) -> dict[str, Any]:
+    """``final.by_tier``: accuracy, baseline, participation and time per device tier."""
+    out: dict[str, Any] = {}
+    for i, (tier, model) in enumerate(zip(fleet.tiers, fleet.models, strict=True)):
+        members = [p for p in sorted(strategy.node_of) if fleet.tier_index(p) == i]
+        accs = [strategy.latest_accuracy[p] for p in members if p in strategy.latest_accuracy]
+        base = [local[p] for p in members if p in local]
+        st = strategy.tier_stats.get(tier.name, {})
+        slots = len(members) * cfg.rounds
+        out[tier.name] = {
+            "clients": len(members),
+            "student": model.spec,
+            "student_parameters": model.parameters,
+            "flops_per_sample": model.flops_per_sample,
+            "train_memory_mb": model.train_memory_bytes / 2**20,
+            "accuracy_mean": float(np.mean(accs)) if accs else None,
+            "accuracy_p10": percentile(accs, 10),
+            "local_only_accuracy_mean": float(np.mean(base)) if base else None,
+            "participation_rate": st.get("kept", 0) / slots if slots else None,
+            "sampled": int(st.get("sampled", 0)),
+            "kept": int(st.get("kept", 0)),
+            "dropped_late": int(st.get("late", 0)),
+            "failed": int(st.get("failed", 0)),
+            "mean_round_time_s": st["time_sum"] / st["timed"] if st.get("timed") else None,
+        }
+    return out
 
 
 def _attack_summary(cfg: FedkdConfig, accuracy: dict[int, float]) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedkd import keys
 from fedkd.config import FedkdConfig
+from fedkd.devices import DeviceFleet, apply_policy
 from fedkd.errors import ConfigError, RunFailed
 from fedkd.teachers import TeacherBundle
 
@@ -122,6 +123,13 @@ class KDStrategy(Strategy):
         self.global_weights: ArrayRecord | None = None
         self.warm_weights: ArrayRecord | None = None
         self.warm_started: set[int] = set()  # partitions that received warm_weights
+        self.fleet: DeviceFleet | None = None  # simulated device tiers (set_fleet)
+        self.virtual_time = 0.0
+        self.tier_stats: dict[str, dict[str, float]] = {}
+        self._down_bytes: dict[int, int] = {}  # node -> bytes of its last instruction
+        self._round_rows: dict[int, tuple[int, int]] = {}  # round -> (target rows, reply rows)
+        self._round_keep: int | None = None
+        self._round_devices: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -168,6 +176,8 @@ class KDStrategy(Strategy):
         "global_weights",
         "warm_weights",
         "warm_started",
+        "virtual_time",
+        "tier_stats",
     )
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -210,10 +220,28 @@ class KDStrategy(Strategy):
             return None
         return {k: tuple(v.shape) for k, v in self.global_weights.items()}
 
-    def sample_partitions(self, server_round: int, fraction: float, tag: int) -> list[int]:
-        """Seeded sample of partition ids (sorted) among the discovered clients."""
+    def set_fleet(self, fleet: DeviceFleet) -> None:
+        """Simulate device tiers: availability, failures, virtual clock, round policy."""
+        self.fleet = fleet
+
+    def sample_partitions(
+        self, server_round: int, fraction: float, tag: int, online_only: bool = False
+    ) -> list[int]:
+        """Seeded sample of partition ids (sorted) among the discovered clients.
+
+        ``online_only`` (train sampling with device tiers): ``fraction`` of all clients
+        is drawn among those online this round (``over_select``: ``k (1 + x)`` of them).
+        """
         pool = sorted(self.node_of)
         k = min(len(pool), max(self.cfg.strategy.min_clients, int(round(fraction * len(pool)))))
+        if online_only and self.fleet is not None:
+            dev = self.cfg.devices
+            pool = [p for p in pool if self.fleet.online(p, server_round)]
+            self._round_keep = min(k, len(pool))
+            self._round_devices["available"] = len(pool)
+            if dev.policy == "over_select":
+                k = int(np.ceil(k * (1 + dev.over_select)))
+            k = min(k, len(pool))
         if k >= len(pool):
             return pool
         rng = np.random.default_rng([self.cfg.seed, tag, server_round])
@@ -254,12 +282,15 @@ class KDStrategy(Strategy):
         }
         if not np.array_equal(target_idx, reply_idx):
             arrays[keys.REPLY_IDX] = Array(reply_idx)
+        self._round_rows[server_round] = (len(target_idx), len(reply_idx))
         conf = self.train_config(server_round)
         conf[keys.SEND_WEIGHTS] = self.collects_weights
         record = RecordDict({keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: conf})
         if self.global_weights is not None:
             record[keys.WEIGHTS] = self.global_weights
-        parts = self.sample_partitions(server_round, self.cfg.strategy.fraction, tag=3)
+        parts = self.sample_partitions(
+            server_round, self.cfg.strategy.fraction, tag=3, online_only=True
+        )
         return [
             Message(
                 self._with_warm_start(record, p),
@@ -394,7 +425,8 @@ class KDStrategy(Strategy):
     ) -> list[Message]:
         if not messages:
             return []
-        down = sum(reply_size(m) for m in messages)
+        self._down_bytes = {m.metadata.dst_node_id: reply_size(m) for m in messages}
+        down = sum(self._down_bytes.values())
         expected = {m.metadata.dst_node_id for m in messages}
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         # serialized once: the size counts as traffic and is checked in _accepted
@@ -500,6 +532,7 @@ class KDStrategy(Strategy):
             down0, up0 = self.traffic.total_down, self.traffic.total_up
             train_msgs = list(self.configure_train(rnd, empty, ConfigRecord(), grid))
             replies = self._exchange(grid, train_msgs, "train", timeout)
+            replies = self.apply_devices(rnd, train_msgs, replies)
             self.aggregate_train(rnd, replies)
             sampled = len(train_msgs)
             del replies, train_msgs
@@ -541,9 +574,86 @@ class KDStrategy(Strategy):
             "round_time_s": now - t0,
             "wall_time_s": now - t_start,
             "virtual_time_s": None,
+            **self._round_devices,
         }
+        self._round_devices = {}
         self._flush_rejections(rnd)
         return row
+
+    def apply_devices(
+        self, server_round: int, sent: list[Message], replies: list[Message]
+    ) -> list[Message]:
+        """Virtual clock and round policy over this round's train replies (tiers only).
+
+        Each answering client's virtual time comes from its tier and the bytes of its
+        own instruction and reply (:mod:`fedkd.devices`); the policy keeps some replies.
+        Error replies (simulated crashes) stay in, to be rejected with their reason. A
+        round whose kept replies number fewer than ``devices.min_replies`` is void: no
+        reply is used. Counters go into the round's metrics row and ``tier_stats``.
+        """
+        n_targets, n_reply = self._round_rows.pop(server_round, (0, 0))
+        if self.fleet is None:
+            return replies
+        dev = self.cfg.devices
+        part_of = {n: p for p, n in self.node_of.items()}
+        times: dict[int, float] = {}
+        for r in replies:
+            pid = part_of.get(r.metadata.src_node_id)
+            if pid is None or r.has_error():
+                continue
+            times[pid] = self.fleet.time(
+                pid,
+                bytes_down=self._down_bytes.get(r.metadata.src_node_id, 0),
+                bytes_up=self._reply_bytes.get(id(r), 0),
+                n_proxy=n_targets,
+                n_local=int(self.client_info.get(pid, {}).get("size", 0)),
+                n_reply=n_reply,
+            ).total_s
+        keep = self._round_keep if self._round_keep is not None else len(times)
+        outcome = apply_policy(dev.policy, times, deadline_s=dev.deadline_s, keep=keep)
+        kept = set(outcome.kept)
+        void = len(kept) < dev.min_replies
+        if void:
+            log.warning(
+                "round %s is void: %d kept repl%s < devices.min_replies = %d",
+                server_round,
+                len(kept),
+                "y" if len(kept) == 1 else "ies",
+                dev.min_replies,
+            )
+        self.virtual_time += outcome.round_time_s
+        sampled = [part_of.get(m.metadata.dst_node_id, -1) for m in sent]
+        for pid in sampled:
+            name = self.fleet.tiers[self.fleet.tier_index(pid)].name
+            st = self.tier_stats.setdefault(
+                name,
+                {"sampled": 0, "kept": 0, "late": 0, "failed": 0, "time_sum": 0.0, "timed": 0},
+            )
+            st["sampled"] += 1
+            if pid in times:
+                st["time_sum"] += times[pid]
+                st["timed"] += 1
+                if pid not in kept:
+                    st["late"] += 1
+                elif not void:
+                    st["kept"] += 1
+            else:
+                st["failed"] += 1
+        self._round_devices = {
+            "available": self._round_devices.get("available"),
+            "kept": 0 if void else len(kept),
+            "dropped_late": len(outcome.late),
+            "failed": len(sampled) - len(times),
+            "void": void,
+            "round_virtual_time_s": outcome.round_time_s,
+            "virtual_time_s": self.virtual_time,
+        }
+        self._round_keep = None
+        return [
+            r
+            for r in replies
+            if r.has_error() or (not void and part_of.get(r.metadata.src_node_id) in kept)
+        ]
 
     def _reject(self, partition: int, kind: str, reason: str) -> None:
         log.info("rejected reply from partition %s (%s): %s", partition, kind, reason)

@@ -54,7 +54,7 @@ class CentralizedKD(KDStrategy):
         else:
             self.targets = torch.zeros((0, self.num_classes))
         self.model = build_seeded_model(
-            cfg.student.model, splits.data.input_shape, splits.data.num_classes, cfg.seed
+            cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed
         )
         self.opt = make_optimizer(
             cfg.distill.optimizer, list(self.model.parameters()), cfg.distill.lr

@@ -41,7 +41,7 @@ def warm_start_model(
         return None
     splits = make_splits(cfg.data, cfg.seed)
     model = build_seeded_model(
-        cfg.student.model, splits.data.input_shape, splits.data.num_classes, cfg.seed + 17
+        cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed + 17
     )
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)

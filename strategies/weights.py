@@ -53,7 +53,7 @@ class FedAvgStudents(LocalOnly):
         super().__init__(cfg, len(splits.proxy), splits.data.num_classes)
         self.x_proxy = torch.from_numpy(splits.data.x[splits.proxy])
         self.model = build_seeded_model(
-            cfg.student.model, splits.data.input_shape, splits.data.num_classes, cfg.seed
+            cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed
         )
         self.global_weights = ArrayRecord(self.model.state_dict())
 

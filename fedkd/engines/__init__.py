@@ -62,3 +62,14 @@ def _vectorized(
 
 
 register_engine("vectorized")(_vectorized)
+
+
+def _ray(
+    client_app: Any, cfg: Any, run_config: dict[str, Any], state_dir: Path | None = None
+) -> Any:
+    from fedkd.engines.ray_engine import RayGrid
+
+    return RayGrid(cfg, cfg.num_clients, run_config, state_store=_store(state_dir))
+
+
+register_engine("ray")(_ray)

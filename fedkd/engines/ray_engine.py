@@ -1,0 +1,250 @@
+"""Ray engine: the in-process Grid's bookkeeping, with ClientApp calls in Ray actors.
+
+The server side (strategy, Grid API, node Contexts, state store, checkpoints) is the
+in-process engine's. Each message is sent, with its node's Context, to an actor of the
+node's device tier pool (one pool per ``devices.tiers`` entry, each actor reserving the
+tier's ``cpus``; without tiers one pool). The actor runs the ClientApp and returns the
+reply and the node's new state. Actors load the app by reference
+(``fedkd.client_app:app``), so the same installed code runs on every Ray node.
+
+``ray.address`` joins an existing cluster (``ray start --head``); otherwise a local Ray
+instance is started for the run and shut down by :meth:`RayGrid.close` (also after
+Ctrl-C: :func:`fedkd.run` closes the grid in a ``finally``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message
+from flwr.common.constant import ErrorCode
+
+from fedkd.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
+from fedkd.errors import ConfigError
+from fedkd.state_store import ClientStateStore
+
+log = logging.getLogger("fedkd")
+
+APP_REF = "fedkd.client_app:app"
+
+
+class ClientActor:
+    """Runs one ClientApp call at a time (wrapped by ``ray.remote`` in :class:`RayGrid`)."""
+
+    def __init__(self, app_ref: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        module, _, attr = app_ref.partition(":")
+        self._app = getattr(importlib.import_module(module), attr)
+
+    def run(self, msg: Message, context: Context) -> tuple[Message | None, Any, str | None]:
+        """``(reply, new node state, None)``, or ``(None, None, reason)`` if the app raised."""
+        from flwr.supercore.task_identity import TaskIdentity
+
+        TaskIdentity.run_id = context.run_id
+        TaskIdentity.node_id = context.node_id
+        TaskIdentity.task_id = context.node_id
+        try:
+            reply = self._app(msg, context)
+        except Exception as err:  # noqa: BLE001 - the node's error reply
+            return None, None, f"{type(err).__name__}: {err}"
+        return reply, context.state, None
+
+
+@dataclass
+class _Pool:
+    """The actors of one device tier."""
+
+    name: str
+    cpus: float
+    actors: list[Any]
+
+
+class RayGrid(InProcessGrid):
+    """Grid whose ClientApp calls run in Ray actors, one actor pool per device tier.
+
+    Parameters
+    ----------
+    cfg : FedkdConfig
+        Gives ``ray.address`` / ``ray.num_cpus``, ``devices.tiers`` (pools and their
+        ``cpus`` / ``actors``) and ``threads`` (torch threads per actor).
+    num_nodes, run_config, run_id, state_store
+        As for :class:`InProcessGrid`.
+    app_ref : str
+        ``module:attribute`` of the ClientApp, imported by every actor.
+
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        num_nodes: int,
+        run_config: dict[str, Any],
+        *,
+        run_id: int = 1,
+        state_store: ClientStateStore | None = None,
+        app_ref: str = APP_REF,
+    ) -> None:
+        import ray
+
+        module, _, attr = app_ref.partition(":")
+        local_app = getattr(importlib.import_module(module), attr)
+        super().__init__(local_app, num_nodes, run_config, run_id=run_id, state_store=state_store)
+        self._cfg = cfg
+        env = {"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+        if os.environ.get("FEDKD_CACHE"):
+            env["FEDKD_CACHE"] = os.environ["FEDKD_CACHE"]
+        self._owns_ray = False
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs wanted
+        if not ray.is_initialized():
+            address = cfg.ray.address
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "runtime_env": {"env_vars": env},
+            }
+            if address:
+                log.info("joining the Ray cluster at %s", address)
+                try:
+                    ray.init(address=address, **kwargs)
+                except (ConnectionError, RuntimeError) as err:
+                    raise ConfigError(
+                        f"ray.address={address!r}: cannot join a Ray cluster there ({err})"
+                    ) from None
+            else:
+                num_cpus = cfg.ray.num_cpus or len(os.sched_getaffinity(0))
+                log.info("starting a local Ray instance with %d CPUs", num_cpus)
+                ray.init(num_cpus=num_cpus, **kwargs)
+            self._owns_ray = True
+        self._actor_cls = ray.remote(ClientActor)
+        self._pools = self._make_pools(float(ray.cluster_resources().get("CPU", 1)))
+
+    # -- pools ----------------------------------------------------------------------
+    def _make_pools(self, total_cpus: float) -> list[_Pool]:
+        tiers = self._cfg.devices.tiers
+        specs: list[tuple[str, float, int, bool]] = []  # name, cpus, actors, explicit
+        if not tiers:
+            specs.append(("default", 1.0, max(1, int(total_cpus)), False))
+        else:
+            share = sum(t.share for t in tiers)
+            for t in tiers:
+                auto = max(1, int(total_cpus * t.share / share / t.cpus))
+                specs.append((t.name, t.cpus, t.actors or auto, bool(t.actors)))
+        need = sum(c * n for _, c, n, _ in specs)
+        if need > total_cpus + 1e-9:
+            if any(explicit for *_, explicit in specs):
+                raise ConfigError(
+                    f"engine 'ray': devices.tiers ask for {need:g} CPUs (actors x cpus), the "
+                    f"Ray cluster has {total_cpus:g}; lower devices.tiers[].actors or cpus, or "
+                    "raise ray.num_cpus"
+                )
+            scale = total_cpus / need
+            log.warning(
+                "ray: tiers ask for %.2f CPUs, the cluster has %.2f; each actor reserves "
+                "%.0f%% of its tier's cpus",
+                need,
+                total_cpus,
+                100 * scale,
+            )
+            specs = [(n, c * scale, k, e) for n, c, k, e in specs]
+        pools = []
+        for name, cpus, count, _ in specs:
+            actors = [
+                self._actor_cls.options(num_cpus=cpus, name=None).remote(APP_REF, self._cfg.threads)
+                for _ in range(count)
+            ]
+            pools.append(_Pool(name, cpus, actors))
+            log.info("ray pool %s: %d actor(s), %.2f CPU each", name, count, cpus)
+        return pools
+
+    def _pool_of(self, node_id: int) -> int:
+        index = self._cfg.tier_index(node_id - NODE_ID_OFFSET)
+        return 0 if index is None else int(index)
+
+    # -- Grid API -------------------------------------------------------------------
+    def send_and_receive(  # noqa: D102
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        import ray
+
+        msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
+        queues: list[list[Message]] = [[] for _ in self._pools]
+        for m in msgs:
+            queues[self._pool_of(m.metadata.dst_node_id)].append(m)
+        for q in queues:
+            q.reverse()  # pop() takes them in order
+        idle = [list(p.actors) for p in self._pools]
+        running: dict[Any, tuple[int, Any, Message, Context, bytes | None]] = {}
+        replies: dict[str, Message] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def dispatch() -> None:
+            for i, q in enumerate(queues):
+                while q and idle[i]:
+                    msg = q.pop()
+                    actor = idle[i].pop()
+                    ctx = self.context(msg.metadata.dst_node_id)
+                    before = self.fingerprint(ctx) if self.state_store is not None else None
+                    running[actor.run.remote(msg, ctx)] = (i, actor, msg, ctx, before)
+
+        dispatch()
+        while running:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(list(running), num_returns=1, timeout=left)
+            if not done:
+                break  # timeout: the rest count as no reply
+            ref = done[0]
+            pool, actor, msg, ctx, before = running.pop(ref)
+            try:
+                reply, state, reason = ray.get(ref)
+            except ray.exceptions.RayError as err:  # actor died: replace it
+                reply, state, reason = None, None, f"{type(err).__name__}: {err}"
+                actor = self._replace(pool, actor)
+            if reply is None:
+                log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)
+                reply = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(reason)), reply_to=msg
+                )
+            else:
+                ctx.state = state
+                self.release(msg, ctx, before)
+            reply.metadata.__dict__["_message_id"] = uuid4().hex
+            replies[msg.metadata.message_id] = reply
+            idle[pool].append(actor)
+            dispatch()
+        if running or any(queues):
+            late = len(running) + sum(len(q) for q in queues)
+            log.info("%d client(s) did not answer within %s s", late, timeout)
+            for pool, actor, *_ in running.values():
+                self._replace(pool, actor)  # still busy with a late call
+        return [replies[m.metadata.message_id] for m in msgs if m.metadata.message_id in replies]
+
+    def _replace(self, pool: int, actor: Any) -> Any:
+        import ray
+
+        ray.kill(actor, no_restart=True)
+        p = self._pools[pool]
+        new = self._actor_cls.options(num_cpus=p.cpus).remote(APP_REF, self._cfg.threads)
+        p.actors[p.actors.index(actor)] = new
+        return new
+
+    def close(self) -> None:
+        """Kill the actors; shut Ray down (a local instance stops, a cluster is left)."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for p in self._pools:
+            for a in p.actors:
+                ray.kill(a, no_restart=True)
+        self._pools = []
+        if self._owns_ray:
+            ray.shutdown()
