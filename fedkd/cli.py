@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,6 +55,20 @@ def _setup_logging(verbose: bool) -> None:
 def _flag_overrides(**flags: str | None) -> list[str]:
     names = {"num_clients": "num_clients", "rounds": "rounds", "seed": "seed", "engine": "engine"}
     return [f"{names[k]}={v}" for k, v in flags.items() if v is not None]
+
+
+@contextmanager
+def _showing(progress: Progress) -> Iterator[None]:
+    """Show ``progress`` while the block runs; on an error, leave no bars behind.
+
+    The error message is then the one line the user sees.
+    """
+    with progress:
+        try:
+            yield
+        except BaseException:
+            progress.live.transient = True
+            raise
 
 
 def _progress_bars() -> Progress:
@@ -210,7 +226,7 @@ def run(
         cfg = load_config(config, overrides)
         out_dir = out or default_out_dir(cfg)
         bar = _RunProgress(cfg.rounds)
-        with bar.progress:
+        with _showing(bar.progress):
             result = run_api(cfg, out=out_dir, progress=bar)
     except FedkdInputError as err:
         _fail(str(err))
@@ -232,7 +248,7 @@ def _resume_run(run_dir: Path) -> None:
         _fail(f"--resume {run_dir}: no readable config.json there; not a run directory")
     try:
         bar = _RunProgress(int(rounds))
-        with bar.progress:
+        with _showing(bar.progress):
             result = run_api(resume=run_dir, progress=bar)
     except FedkdInputError as err:
         _fail(str(err))

@@ -466,6 +466,13 @@ class FedkdConfig(_Section):
     def _one_architecture_where_needed(self) -> FedkdConfig:
         specs = self.student_specs
         if len(specs) > 1:
+            from fedkd.strategies import strategy_class
+
+            if getattr(strategy_class(self.strategy.name), "collects_weights", False):
+                raise ValueError(
+                    f"strategy.name={self.strategy.name!r} averages student weights, so every "
+                    f"client needs the same student; devices.tiers use {sorted(specs)}"
+                )
             if self.strategy.warm_start_epochs:
                 raise ValueError(
                     "strategy.warm_start_epochs ships one student to every client; "
@@ -587,6 +594,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     Values are parsed as TOML (``3``, ``0.5``, ``true``, ``["a", "b"]``); anything that is
     not valid TOML is taken as a string, so ``--set data.name=npz:/tmp/x.npz`` works.
+    List items are addressed as ``key[N]``: ``--set devices.tiers[0].student=mlp``.
     Pydantic then coerces and validates the types.
     """
     out: dict[str, Any] = json.loads(json.dumps(data))
@@ -595,14 +603,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key = key.strip()
         if not eq or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"malformed override '{item}'; use dotted.key=value")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a table")
-            node = child
-        node[parts[-1]] = _parse_value(raw.strip())
+        path: list[str | int] = []
+        for part in key.split("."):
+            name, bracket, index = part.partition("[")
+            if name:
+                path.append(name)
+            if bracket:
+                if not (index.endswith("]") and index[:-1].isdigit()):
+                    raise ConfigError(f"malformed override '{item}'; list items are key[N]")
+                path.append(int(index[:-1]))
+        node: Any = out
+        for step, nxt in zip(path[:-1], path[1:], strict=True):
+            if isinstance(step, int):
+                if not isinstance(node, list) or step >= len(node):
+                    size = len(node) if isinstance(node, list) else 0
+                    raise ConfigError(f"override '{item}': no item [{step}] (the list has {size})")
+                node = node[step]
+            else:
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override '{item}': '{step}' is not in a table")
+                node = node.setdefault(step, [] if isinstance(nxt, int) else {})
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"override '{item}': '{step}' is not a table")
+        last = path[-1]
+        value = _parse_value(raw.strip())
+        if isinstance(last, int):
+            if not isinstance(node, list) or last > len(node):
+                raise ConfigError(f"override '{item}': no item [{last}] to set")
+            node[last : last + 1] = [value]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{last}' is not in a table")
+            node[last] = value
     return out
 
 

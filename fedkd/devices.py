@@ -119,12 +119,17 @@ def train_samples(n_proxy: int, n_local: int, *, batch_size: int, epochs: int, a
 
 
 def _cycled(n: int, batch_size: int, steps: int) -> int:
-    """Samples in ``steps`` batches drawn from reshuffled passes over ``n`` rows."""
+    """Samples in ``steps`` batches drawn from reshuffled passes over ``n`` rows.
+
+    A pass is split into batches of ``batch_size`` and taken from its end, so a partly
+    used pass starts with its short batch (as :func:`fedkd.training.distill_schedule`).
+    """
     if n == 0:
         return 0
-    per_pass = math.ceil(n / batch_size)  # batches in one pass; the last may be short
+    per_pass = math.ceil(n / batch_size)
     full, rest = divmod(steps, per_pass)
-    return full * n + min(rest * batch_size, n)
+    short = n - (per_pass - 1) * batch_size
+    return full * n + (short + (rest - 1) * batch_size if rest else 0)
 
 
 def _leaf_outputs(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[nn.Module, Any]]:

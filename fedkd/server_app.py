@@ -103,6 +103,7 @@ def run_server(
     splits = make_splits(cfg.data, cfg.seed)
     student_params = _student_parameters(cfg, splits)
     log.info("student %s: %d parameters", cfg.student.model, student_params)
+    fleet = _fleet(cfg, splits)
     # fail fast on partitions that cannot be made (and warm the cache for in-process clients)
     client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
     teachers = build_teachers(
@@ -125,7 +126,13 @@ def run_server(
             " (cached)" if hit else "",
         )
     strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
-    fleet = _fleet(cfg, splits, strategy)
+    if fleet is not None:
+        if len(cfg.student_specs) > 1 and strategy.collects_weights:
+            raise ConfigError(
+                f"strategy.name={cfg.strategy.name!r} averages student weights, so every "
+                f"client needs the same student; devices.tiers use {sorted(cfg.student_specs)}"
+            )
+        strategy.set_fleet(fleet)
     warm_acc: float | None = None
     if ckpt is not None:
         strategy.load_checkpoint_state(ckpt["strategy"])
@@ -294,15 +301,10 @@ def run_server(
     return RunResult(summary=summary, metrics=rows, out_dir=out)
 
 
-def _fleet(cfg: FedkdConfig, splits: Any, strategy: Any) -> DeviceFleet | None:
+def _fleet(cfg: FedkdConfig, splits: Any) -> DeviceFleet | None:
     """The simulated device fleet (None without ``devices.tiers``); config errors raised."""
     if not cfg.devices.tiers:
         return None
-    if len(cfg.student_specs) > 1 and strategy.collects_weights:
-        raise ConfigError(
-            f"strategy.name={cfg.strategy.name!r} averages student weights, so every client "
-            f"needs the same student; devices.tiers use {sorted(cfg.student_specs)}"
-        )
     try:
         fleet = DeviceFleet(cfg, splits.data.input_shape, splits.data.num_classes)
     except ValueError as err:
@@ -316,7 +318,6 @@ def _fleet(cfg: FedkdConfig, splits: Any, strategy: Any) -> DeviceFleet | None:
             m.flops_per_sample,
             m.train_memory_bytes / 2**20,
         )
-    strategy.set_fleet(fleet)
     return fleet
 
 

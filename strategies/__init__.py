@@ -16,6 +16,17 @@ register_strategy = STRATEGY_REGISTRY.register
 """Register a strategy factory ``fn(cfg, teachers) -> KDStrategy`` under ``name``."""
 
 
+def strategy_class(name: str) -> type | None:
+    """The class a registered factory returns, from its return annotation (None if unknown)."""
+    import typing
+
+    try:
+        ret = typing.get_type_hints(STRATEGY_REGISTRY[name]).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable annotations: unknown
+        return None
+    return ret if isinstance(ret, type) else None
+
+
 def _register_builtin() -> None:
     from fedkd.strategies import centralized, client_fusion, multi_teacher, weights  # noqa: F401
 
