@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,25 @@ from fedkd.state_store import ClientStateStore
 log = logging.getLogger("fedkd")
 
 APP_REF = "fedkd.client_app:app"
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when nothing listens at a ``host:port`` Ray address.
+
+    ``ray.init`` itself keeps retrying for minutes. Other forms (``auto``, ``ray://``)
+    are left to Ray.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"ray.address={address!r}: no Ray cluster answers there ({err.strerror or err}); "
+            "start one with `ray start --head --port PORT` or leave ray.address unset"
+        ) from None
 
 
 class ClientActor:
@@ -112,6 +132,7 @@ class RayGrid(InProcessGrid):
                 "runtime_env": {"env_vars": env},
             }
             if address:
+                _check_reachable(address)
                 log.info("joining the Ray cluster at %s", address)
                 try:
                     ray.init(address=address, **kwargs)
