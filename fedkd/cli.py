@@ -186,7 +186,7 @@ def run(
     rounds: Annotated[str | None, typer.Option("--rounds", help="Override rounds.")] = None,
     seed: Annotated[str | None, typer.Option("--seed", help="Override seed.")] = None,
     engine: Annotated[
-        str | None, typer.Option("--engine", help="Override engine (inprocess).")
+        str | None, typer.Option("--engine", help="Override engine: inprocess, vectorized, ray.")
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable).")

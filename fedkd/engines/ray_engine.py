@@ -3,8 +3,8 @@
 The server side (strategy, Grid API, node Contexts, state store, checkpoints) is the
 in-process engine's. Each message is sent, with its node's Context, to an actor of the
 node's device tier pool (one pool per ``devices.tiers`` entry, each actor reserving the
-tier's ``cpus``; without tiers one pool). The actor runs the ClientApp and returns the
-reply and the node's new state. Actors load the app by reference
+tier's ``cpus`` and ``memory_mb`` as Ray resources; without tiers one pool). The actor
+runs the ClientApp and returns the reply and the node's new state. Actors load the app by reference
 (``fedkd.client_app:app``), so the same installed code runs on every Ray node.
 
 ``ray.address`` joins an existing cluster (``ray start --head``); otherwise a local Ray
@@ -81,10 +81,11 @@ class ClientActor:
 
 @dataclass
 class _Pool:
-    """The actors of one device tier."""
+    """The actors of one device tier and what each reserves."""
 
     name: str
     cpus: float
+    memory: int  # bytes
     actors: list[Any]
 
 
@@ -146,45 +147,74 @@ class RayGrid(InProcessGrid):
                 ray.init(num_cpus=num_cpus, **kwargs)
             self._owns_ray = True
         self._actor_cls = ray.remote(ClientActor)
-        self._pools = self._make_pools(float(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()
+        self._pools = self._make_pools(
+            float(resources.get("CPU", 1)), float(resources.get("memory", 0))
+        )
 
     # -- pools ----------------------------------------------------------------------
-    def _make_pools(self, total_cpus: float) -> list[_Pool]:
+    def _make_pools(self, total_cpus: float, total_memory: float) -> list[_Pool]:
+        """One pool per tier, each actor reserving the tier's ``cpus`` and ``memory_mb``.
+
+        Pools have ``actors`` actors, or a share of the CPUs. When the automatic sizes ask
+        for more than the cluster has, reservations shrink proportionally (a warning);
+        with explicit ``actors`` that is a config error.
+        """
         tiers = self._cfg.devices.tiers
-        specs: list[tuple[str, float, int, bool]] = []  # name, cpus, actors, explicit
+        # name, cpus, memory bytes, actors, explicit
+        specs: list[tuple[str, float, float, int, bool]] = []
         if not tiers:
-            specs.append(("default", 1.0, max(1, int(total_cpus)), False))
+            specs.append(("default", 1.0, 0.0, max(1, int(total_cpus)), False))
         else:
             share = sum(t.share for t in tiers)
             for t in tiers:
                 auto = max(1, int(total_cpus * t.share / share / t.cpus))
-                specs.append((t.name, t.cpus, t.actors or auto, bool(t.actors)))
-        need = sum(c * n for _, c, n, _ in specs)
-        if need > total_cpus + 1e-9:
-            if any(explicit for *_, explicit in specs):
-                raise ConfigError(
-                    f"engine 'ray': devices.tiers ask for {need:g} CPUs (actors x cpus), the "
-                    f"Ray cluster has {total_cpus:g}; lower devices.tiers[].actors or cpus, or "
-                    "raise ray.num_cpus"
+                specs.append(
+                    (t.name, t.cpus, t.memory_mb * 2**20, t.actors or auto, bool(t.actors))
                 )
-            scale = total_cpus / need
+        explicit = any(e for *_, e in specs)
+        for what, i, total in (("CPUs", 1, total_cpus), ("bytes of memory", 2, total_memory)):
+            need = sum(spec[i] * spec[3] for spec in specs)
+            if need <= total + 1e-9:
+                continue
+            if explicit:
+                raise ConfigError(
+                    f"engine 'ray': devices.tiers ask for {need:g} {what} (actors x "
+                    f"reservation), the Ray cluster has {total:g}; lower devices.tiers[].actors, "
+                    "cpus or memory_mb, or give Ray more (ray.num_cpus)"
+                )
+            scale = total / need
             log.warning(
-                "ray: tiers ask for %.2f CPUs, the cluster has %.2f; each actor reserves "
-                "%.0f%% of its tier's cpus",
+                "ray: tiers ask for %.3g %s, the cluster has %.3g; each actor reserves %.0f%% "
+                "of its tier's figure",
                 need,
-                total_cpus,
+                what,
+                total,
                 100 * scale,
             )
-            specs = [(n, c * scale, k, e) for n, c, k, e in specs]
-        pools = []
-        for name, cpus, count, _ in specs:
-            actors = [
-                self._actor_cls.options(num_cpus=cpus, name=None).remote(APP_REF, self._cfg.threads)
-                for _ in range(count)
+            specs = [
+                tuple(v * scale if j == i else v for j, v in enumerate(spec))  # type: ignore[misc]
+                for spec in specs
             ]
-            pools.append(_Pool(name, cpus, actors))
-            log.info("ray pool %s: %d actor(s), %.2f CPU each", name, count, cpus)
+        pools = []
+        for name, cpus, memory, count, _ in specs:
+            pool = _Pool(name, cpus, int(memory), [])
+            pool.actors = [self._new_actor(pool) for _ in range(count)]
+            pools.append(pool)
+            log.info(
+                "ray pool %s: %d actor(s), %.2f CPU and %.0f MB each",
+                name,
+                count,
+                cpus,
+                memory / 2**20,
+            )
         return pools
+
+    def _new_actor(self, pool: _Pool) -> Any:
+        options: dict[str, Any] = {"num_cpus": pool.cpus}
+        if pool.memory:
+            options["memory"] = pool.memory
+        return self._actor_cls.options(**options).remote(APP_REF, self._cfg.threads)
 
     def _pool_of(self, node_id: int) -> int:
         index = self._cfg.tier_index(node_id - NODE_ID_OFFSET)
@@ -253,7 +283,7 @@ class RayGrid(InProcessGrid):
 
         ray.kill(actor, no_restart=True)
         p = self._pools[pool]
-        new = self._actor_cls.options(num_cpus=p.cpus).remote(APP_REF, self._cfg.threads)
+        new = self._new_actor(p)
         p.actors[p.actors.index(actor)] = new
         return new
 
