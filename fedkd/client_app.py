@@ -35,6 +35,7 @@ from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
 from fedkd.losses import ROW_LOSSES
 from fedkd.models import build_seeded_model
+from fedkd.privacy.client_dp import clip_upload, local_noise
 from fedkd.training import (
     DistillStats,
     evaluate,
@@ -231,6 +232,10 @@ class _TrainJob:
     lr: float
     gen: torch.Generator
     send_weights: bool
+    dp_mode: str
+    dp_noise: float
+    dp_clip: float
+    dp_local: bool
 
     def cohort_key(self) -> tuple[object, ...]:
         """Jobs with equal keys can train as one vectorized cohort."""
@@ -248,6 +253,7 @@ class _TrainJob:
             self.soft.numpy().tobytes(),
             self.reply_idx.numpy().tobytes(),
             self.send_weights,
+            self.dp_mode,
         )
 
 
@@ -307,6 +313,10 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
         lr=lr,
         gen=_generator(cfg, pid, rnd, 0),
         send_weights=bool(conf.get(keys.SEND_WEIGHTS, False)),
+        dp_mode=str(conf.get(keys.DP_MODE, "")),
+        dp_noise=float(conf.get(keys.DP_NOISE, 0.0)),  # type: ignore[arg-type]
+        dp_clip=float(conf.get(keys.DP_CLIP, 0.0)),  # type: ignore[arg-type]
+        dp_local=bool(conf.get(keys.DP_LOCAL, False)),
     )
 
 
@@ -340,6 +350,11 @@ def _finish_train(
         cfg = job.cfg
         rng = np.random.default_rng([cfg.seed, 12, job.pid, job.rnd])
         logits = corrupt_logits(logits, cfg.attack.kind, cfg.attack.scale, rng)
+    if job.dp_mode == "client_dp" and len(logits):  # clip (and noise) before it leaves
+        logits = clip_upload(logits, job.dp_clip)
+        if job.dp_local:
+            rng = np.random.default_rng([job.cfg.seed, 42, job.pid, job.rnd])
+            logits = local_noise(logits, job.dp_clip, job.dp_noise, rng)
     reply = _reply(
         msg,
         {
@@ -374,6 +389,26 @@ def _reply_logits_and_accuracy(job: _TrainJob) -> tuple[np.ndarray, float]:
 
 
 def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
+    if job.dp_mode == "dp_sgd":
+        from fedkd.privacy.dp_sgd import fit_distill_dp
+
+        stats, _ = fit_distill_dp(
+            job.model,
+            job.opt,
+            job.x_local,
+            job.y_local,
+            job.shared.x_proxy[job.proxy_idx],
+            job.soft,
+            epochs=job.epochs,
+            batch_size=job.cfg.distill.batch_size,
+            temperature=job.temperature,
+            alpha=job.alpha,
+            gen=job.gen,
+            noise_multiplier=job.dp_noise,
+            clip=job.dp_clip,
+            loss=job.cfg.distill.loss,
+        )
+        return _finish_train(msg, context, job, stats, *_reply_logits_and_accuracy(job))
     stats = fit_distill(
         job.model,
         job.opt,
@@ -469,7 +504,8 @@ def _private_size(context: Context) -> int:
 
 def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) -> list[Message]:
     first = jobs[0]
-    if first.cfg.distill.loss not in ROW_LOSSES:  # no per-row form: one client after another
+    if first.cfg.distill.loss not in ROW_LOSSES or first.dp_mode == "dp_sgd":
+        # no per-row form, or Opacus DP-SGD: one client after another
         return [_train_job(msg, ctx, job) for (msg, ctx), job in zip(pairs, jobs, strict=True)]
     cohort = Cohort([Member(j.model, j.opt, j.x_local, j.y_local, j.gen) for j in jobs])
     stats = cohort.fit_distill(

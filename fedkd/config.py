@@ -121,6 +121,11 @@ class TeachersConfig(_Section):
     bootstrap: bool = Field(
         True, description="Train each teacher on a different bootstrap of the split."
     )
+    disjoint: bool = Field(
+        False,
+        description="Train each teacher on its own disjoint shard of the split (PATE "
+        "needs it; overrides bootstrap).",
+    )
     checkpoint: str | None = Field(
         None,
         description="Path to a .pt file saved by fedkd (list of state dicts); loads "
@@ -412,6 +417,57 @@ class RayConfig(_Section):
     )
 
 
+class PrivacyConfig(_Section):
+    """Differential privacy (docs/privacy.md); mode unset = not private."""
+
+    mode: Literal["client_dp", "pate", "dp_sgd"] | None = Field(
+        None,
+        description="'client_dp' (clip each client's logit upload, Gaussian noise on the "
+        "aggregate or per client), 'pate' (teachers on disjoint shards, GNMax noisy-argmax "
+        "labels as targets), 'dp_sgd' (Opacus per-sample clipping and noise in local "
+        "training); unset = no DP.",
+    )
+    epsilon: float | None = Field(
+        None,
+        description="Target epsilon: the noise multiplier is solved for it. Unset: epsilon "
+        "is reported for privacy.noise_multiplier.",
+    )
+    delta: float = Field(1e-5, gt=0, lt=1, description="Target delta (must be < 1/N).")
+    noise_multiplier: float | None = Field(
+        None, gt=0, description="Noise std in units of the clip (used when epsilon is unset)."
+    )
+    clip: float = Field(
+        1.0,
+        description="L2 clip: of a client's whole logit upload (client_dp, after the "
+        "logits are centred per row), or of each per-sample gradient (dp_sgd).",
+    )
+    local: bool = Field(
+        False,
+        description="client_dp: each client adds the noise to its own upload (local DP); "
+        "default: the server adds it once to the sum (central DP).",
+    )
+    queries: int = Field(
+        500,
+        ge=1,
+        description="pate: proxy rows labeled by the noisy teacher vote (once, before "
+        "round 1); students distil on those rows only.",
+    )
+
+    @field_validator("epsilon")
+    @classmethod
+    def _positive_epsilon(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("epsilon must be > 0 (leave it unset for no target)")
+        return v
+
+    @field_validator("clip")
+    @classmethod
+    def _positive_clip(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("clip must be > 0")
+        return v
+
+
 class FedkdConfig(_Section):
     """A fedkd run."""
 
@@ -454,6 +510,7 @@ class FedkdConfig(_Section):
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("engine")
     @classmethod
@@ -478,6 +535,36 @@ class FedkdConfig(_Section):
                     "strategy.warm_start_epochs ships one student to every client; "
                     f"devices.tiers use {sorted(specs)}: set it to 0 or give tiers one student"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_supported(self) -> FedkdConfig:
+        p = self.privacy
+        if p.mode is None:
+            return self
+        if p.epsilon is None and p.noise_multiplier is None:
+            raise ValueError(
+                f"privacy.mode={p.mode!r} needs privacy.epsilon (a target) or "
+                "privacy.noise_multiplier"
+            )
+        from fedkd.strategies import strategy_class
+
+        cls = strategy_class(self.strategy.name)
+        modes = getattr(cls, "privacy_modes", ("client_dp", "pate", "dp_sgd"))
+        if p.mode == "pate" and not getattr(cls, "uses_teachers", True):
+            modes = tuple(m for m in modes if m != "pate")
+        if p.mode not in modes:
+            allowed = ", ".join(modes) or "none"
+            raise ValueError(
+                f"privacy.mode={p.mode!r} is not supported by strategy "
+                f"{self.strategy.name!r} (it supports: {allowed})"
+            )
+        if p.mode == "pate" and self.teachers.count < 2:
+            raise ValueError("privacy.mode='pate' needs teachers.count >= 2 (teachers vote)")
+        if p.mode == "client_dp" and p.delta >= 1 / self.num_clients:
+            raise ValueError(
+                f"privacy.delta={p.delta:g} must be below 1/num_clients = 1/{self.num_clients}"
+            )
         return self
 
     @property

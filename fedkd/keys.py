@@ -16,6 +16,10 @@ ALPHA = "alpha"
 LR = "lr"
 BASELINE_EPOCHS = "baseline-epochs"
 SEND_WEIGHTS = "send-weights"  # bool: reply with the trained student's weights
+DP_MODE = "dp-mode"  # privacy.mode ('client_dp', 'dp_sgd') the client applies
+DP_NOISE = "dp-noise-multiplier"  # noise std in units of DP_CLIP
+DP_CLIP = "dp-clip"  # L2 clip (upload or per-sample gradient)
+DP_LOCAL = "dp-local"  # client_dp: the client adds the noise itself
 
 # Reply content (client -> server)
 REPLY_LOGITS = "proxy-logits"  # ArrayRecord with LOGITS
@@ -26,6 +30,7 @@ TRAIN_LOSS = "train-loss"
 DISTILL_LOSS = "distill-loss"
 CE_LOSS = "ce-loss"
 TEST_ACCURACY = "test-accuracy"
+DP_STEPS = "dp-steps"  # dp_sgd: DP-SGD steps the client took this round
 LOCAL_ONLY_ACCURACY = "local-only-accuracy"
 CLASS_HISTOGRAM = "class-histogram"
 

@@ -34,6 +34,8 @@ from fedkd.data import client_partitions, make_splits
 from fedkd.devices import DeviceFleet
 from fedkd.errors import ConfigError
 from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
+from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
+from fedkd.privacy.pate import query_rows
 from fedkd.results import MetricsLog, RunResult, write_json
 from fedkd.strategies import STRATEGY_REGISTRY
 from fedkd.strategies.base import percentile
@@ -105,7 +107,11 @@ def run_server(
     log.info("student %s: %d parameters", cfg.student.model, student_params)
     fleet = _fleet(cfg, splits)
     # fail fast on partitions that cannot be made (and warm the cache for in-process clients)
-    client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
+    parts = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
+    try:
+        privacy = plan_privacy(cfg, [len(p) for p in parts], len(splits.teacher), len(splits.proxy))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     teachers = build_teachers(
         cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
     )
@@ -133,6 +139,11 @@ def run_server(
                 f"client needs the same student; devices.tiers use {sorted(cfg.student_specs)}"
             )
         strategy.set_fleet(fleet)
+    if privacy is not None:
+        rows = None
+        if privacy.mechanism == "pate":
+            rows = query_rows(len(splits.proxy), cfg.privacy.queries, cfg.seed)
+        strategy.set_privacy(privacy, rows)
     warm_acc: float | None = None
     if ckpt is not None:
         strategy.load_checkpoint_state(ckpt["strategy"])
@@ -266,7 +277,7 @@ def run_server(
         "rejections": strategy.rejections[:100],
         "wall_time_s": earlier_s + time.perf_counter() - t0,
         "virtual_time_s": None,
-        "privacy": {"mechanism": None, "epsilon": None, "delta": None},
+        "privacy": _privacy_summary(cfg, privacy, teachers, splits),
     }
     write_json(
         out / "clients.json",
@@ -299,6 +310,24 @@ def run_server(
     summary["resumed_after_round"] = int(ckpt["round"]) if ckpt is not None else None
     write_json(out / "summary.json", summary)
     return RunResult(summary=summary, metrics=rows, out_dir=out)
+
+
+def _privacy_summary(
+    cfg: FedkdConfig, plan: PrivacyPlan | None, teachers: Any, splits: Any
+) -> dict[str, Any]:
+    """``summary.json`` ``privacy``: the plan's fields (nulls when not private)."""
+    if plan is None:
+        return {"mechanism": None, "epsilon": None, "delta": None}
+    out = plan.summary()
+    if plan.mechanism == "pate":
+        from fedkd.privacy.pate import pate_targets
+
+        rows = query_rows(len(splits.proxy), cfg.privacy.queries, cfg.seed)
+        labels = pate_targets(cfg, teachers.proxy_logits)[rows].argmax(-1)
+        truth = splits.data.y[splits.proxy][rows]
+        out["pate_queries"] = len(rows)
+        out["pate_label_accuracy"] = float((labels == truth).mean())
+    return out
 
 
 def _fleet(cfg: FedkdConfig, splits: Any) -> DeviceFleet | None:

@@ -85,6 +85,7 @@ def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
             t.lr,
             t.batch_size,
             t.bootstrap,
+            [True, t.count] if t.disjoint or cfg.privacy.mode == "pate" else None,
             torch.__version__,
             TRAINING_RECIPE,
         ],
@@ -105,7 +106,13 @@ def _train_one(
     t = cfg.teachers
     seed = int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
     model = build_seeded_model(spec, shape, k, seed)
-    if t.bootstrap:
+    if (
+        t.disjoint or cfg.privacy.mode == "pate"
+    ):  # shard `index` of a seeded split into `count` disjoint parts (PATE)
+        perm = np.random.default_rng([cfg.seed, 8]).permutation(len(x))
+        rows = torch.from_numpy(np.array_split(perm, t.count)[index])
+        x, y = x[rows], y[rows]
+    elif t.bootstrap:
         rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(x), len(x)))
         x, y = x[rows], y[rows]
     opt = make_optimizer("adam", list(model.parameters()), t.lr)

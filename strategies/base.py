@@ -41,6 +41,8 @@ from fedkd import keys
 from fedkd.config import FedkdConfig
 from fedkd.devices import DeviceFleet, apply_policy
 from fedkd.errors import ConfigError, RunFailed
+from fedkd.privacy.accounting import PrivacyPlan
+from fedkd.privacy.client_dp import noisy_mean
 from fedkd.teachers import TeacherBundle
 
 log = logging.getLogger("fedkd")
@@ -79,6 +81,10 @@ def teacher_targets(cfg: FedkdConfig, teachers: TeacherBundle, rule: str) -> np.
     """The teachers' proxy logits fused with ``rule``; a config error without teachers."""
     if teachers.count == 0:
         raise ConfigError(f"strategy.name={cfg.strategy.name!r} needs teachers.count >= 1")
+    if cfg.privacy.mode == "pate":
+        from fedkd.privacy.pate import pate_targets
+
+        return pate_targets(cfg, teachers.proxy_logits)
     return teachers.fused(teachers.proxy_logits, rule, cfg.distill.temperature, **cfg.fusion_params)
 
 
@@ -101,6 +107,8 @@ class KDStrategy(Strategy):
     """The strategy distils from the server's teachers (the warm start may use them)."""
     collects_weights = False
     """Clients reply with their student's weights (``keys.WEIGHTS``), see fedavg/feddf."""
+    privacy_modes: tuple[str, ...] = ("client_dp", "pate", "dp_sgd")
+    """``privacy.mode`` values this strategy supports (``pate`` also needs teachers)."""
     train_accuracy_counts = True
     """A client's test accuracy after local training is its student accuracy. Strategies
     that send a global model (fedavg, feddf) set False: the evaluate phase then measures
@@ -130,6 +138,8 @@ class KDStrategy(Strategy):
         self._round_rows: dict[int, tuple[int, int]] = {}  # round -> (target rows, reply rows)
         self._round_keep: int | None = None
         self._round_devices: dict[str, Any] = {}
+        self.privacy: PrivacyPlan | None = None
+        self.target_rows: np.ndarray | None = None  # pate: the only rows targets may use
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -220,6 +230,16 @@ class KDStrategy(Strategy):
             return None
         return {k: tuple(v.shape) for k, v in self.global_weights.items()}
 
+    def set_privacy(self, plan: PrivacyPlan, target_rows: np.ndarray | None = None) -> None:
+        """Make the run private (see :mod:`fedkd.privacy`).
+
+        Clients get the DP parameters with each instruction, client_dp uploads are noised
+        before fusion, each round row carries its epsilon; ``target_rows`` (PATE) are the
+        only proxy rows soft targets may be sent on.
+        """
+        self.privacy = plan
+        self.target_rows = target_rows
+
     def set_fleet(self, fleet: DeviceFleet) -> None:
         """Simulate device tiers: availability, failures, virtual clock, round policy."""
         self.fleet = fleet
@@ -274,6 +294,9 @@ class KDStrategy(Strategy):
     ) -> Iterable[Message]:
         proxy_idx = self.proxy_subset(server_round)
         target_idx, targets = self.round_targets(server_round, proxy_idx)
+        if self.target_rows is not None:  # PATE: labels exist on the queried rows only
+            keep = np.isin(target_idx, self.target_rows)
+            target_idx, targets = target_idx[keep], targets[keep]
         reply_idx = np.ascontiguousarray(self.reply_rows(server_round, proxy_idx), np.int64)
         self._round_proxy_idx[server_round] = reply_idx
         arrays = {
@@ -285,6 +308,12 @@ class KDStrategy(Strategy):
         self._round_rows[server_round] = (len(target_idx), len(reply_idx))
         conf = self.train_config(server_round)
         conf[keys.SEND_WEIGHTS] = self.collects_weights
+        plan = self.privacy
+        if plan is not None and plan.mechanism in ("client_dp", "dp_sgd"):
+            conf[keys.DP_MODE] = plan.mechanism
+            conf[keys.DP_NOISE] = plan.noise_multiplier
+            conf[keys.DP_CLIP] = float(plan.clip or 0.0)
+            conf[keys.DP_LOCAL] = plan.local
         record = RecordDict({keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: conf})
         if self.global_weights is not None:
             record[keys.WEIGHTS] = self.global_weights
@@ -338,10 +367,28 @@ class KDStrategy(Strategy):
                 self._evaluated.append(pid)
         if self.collects_weights:
             self.fuse_client_weights(server_round, records, np.asarray(weights))
-        self.fuse_client_logits(server_round, proxy_idx, logits, np.asarray(weights))
+        w = np.asarray(weights)
+        if self.privacy is not None and self.privacy.mechanism == "client_dp":
+            logits, w = self._private_uploads(server_round, logits)
+        self.fuse_client_logits(server_round, proxy_idx, logits, w)
         return None, MetricRecord(
             {k: float(np.mean([t[k] for t in self._train_metrics])) for k in (keys.TRAIN_LOSS,)}
         )
+
+    def _private_uploads(
+        self, server_round: int, logits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """client_dp: the uploads the fusion may see, and their weights (all equal).
+
+        Central: one ``(1, P, C)`` noisy mean of the clipped uploads. Local: the clients'
+        own noisy uploads, re-clipped here only by the clients (each already noised).
+        """
+        plan = self.privacy
+        assert plan is not None and plan.clip is not None
+        if plan.local:
+            return logits, np.ones(len(logits))
+        rng = np.random.default_rng([self.cfg.seed, 41, server_round])
+        return noisy_mean(logits, plan.clip, plan.noise_multiplier, rng), np.ones(1)
 
     def configure_evaluate(  # noqa: D102
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -574,6 +621,7 @@ class KDStrategy(Strategy):
             "round_time_s": now - t0,
             "wall_time_s": now - t_start,
             "virtual_time_s": None,
+            "epsilon": self.privacy.epsilon_after(rnd) if self.privacy is not None else None,
             **self._round_devices,
         }
         self._round_devices = {}

@@ -32,6 +32,7 @@ class CentralizedKD(KDStrategy):
 
     name = "centralized_kd"
     uses_teachers = True
+    privacy_modes = ()  # pools raw client data on the server: a non-private ceiling
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:
         splits = make_splits(cfg.data, cfg.seed)

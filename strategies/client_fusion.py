@@ -142,6 +142,7 @@ class LocalOnly(KDStrategy):
     """Baseline in the same harness: no soft targets, clients train on private data only."""
 
     name = "local"
+    privacy_modes = ("dp_sgd",)  # uploads nothing: client_dp has nothing to protect
 
     def round_targets(
         self, server_round: int, proxy_idx: np.ndarray

@@ -46,6 +46,7 @@ class FedAvgStudents(LocalOnly):
 
     name = "fedavg"
     collects_weights = True
+    privacy_modes = ("dp_sgd",)  # weights travel: DP on logits would not cover them
     train_accuracy_counts = False
 
     def __init__(self, cfg: FedkdConfig) -> None:

@@ -1,0 +1,77 @@
+"""PATE's GNMax aggregator: noisy argmax of teacher votes on proxy samples.
+
+Teachers train on disjoint shards (``teachers.disjoint``). For each queried proxy row,
+each teacher votes for its argmax class; Gaussian noise ``N(0, sigma^2)`` is added to every
+class count and the noisy argmax becomes the row's label. Changing one record of the
+teacher data changes one teacher's vote: the histogram moves by sqrt(2) in L2, so a query
+is a Gaussian mechanism with noise multiplier ``sigma / sqrt(2)`` (Papernot et al., 2018,
+data-independent bound; accounted in :mod:`fedkd.privacy.accounting`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def query_rows(num_proxy: int, queries: int, seed: int) -> np.ndarray:
+    """The proxy rows PATE labels (seeded, sorted): ``min(queries, num_proxy)`` of them."""
+    rng = np.random.default_rng([seed, 31])
+    k = min(queries, num_proxy)
+    return np.sort(rng.choice(num_proxy, size=k, replace=False)).astype(np.int64)
+
+
+def vote_histogram(teacher_logits: np.ndarray) -> np.ndarray:
+    """``(P, C)`` counts of teachers' argmax votes from ``(T, P, C)`` logits."""
+    t, p, c = teacher_logits.shape
+    votes = teacher_logits.argmax(-1)  # (T, P)
+    hist = np.zeros((p, c), np.int64)
+    for row in votes:
+        hist[np.arange(p), row] += 1
+    return hist
+
+
+def gnmax(hist: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Noisy-argmax labels ``(P,)``: ``argmax(hist + N(0, sigma^2))`` per row."""
+    noisy = hist + rng.normal(0.0, sigma, hist.shape) if sigma > 0 else hist.astype(float)
+    return noisy.argmax(-1).astype(np.int64)
+
+
+def label_logits(labels: np.ndarray, num_classes: int, temperature: float) -> np.ndarray:
+    """Hard labels as soft-target logits: 99% on the label after softmax at ``temperature``.
+
+    ``softmax(L * onehot / T)`` puts ``e^(L/T) / (e^(L/T) + C - 1)`` on the label; with
+    ``L = T * ln(99 (C - 1))`` that is exactly 0.99.
+    """
+    big = temperature * math.log(99.0 * max(num_classes - 1, 1))
+    out = np.zeros((len(labels), num_classes), np.float32)
+    out[np.arange(len(labels)), labels] = big
+    return out
+
+
+def pate_sigma(cfg: Any) -> float:
+    """GNMax vote noise of a config: ``sqrt(2)`` x the noise multiplier for its target."""
+    from fedkd.privacy.accounting import noise_for_epsilon
+
+    p = cfg.privacy
+    if p.epsilon is not None:
+        z = noise_for_epsilon(p.epsilon, 1.0, p.queries, p.delta)
+    else:
+        z = float(p.noise_multiplier)
+    return z * math.sqrt(2)
+
+
+def pate_targets(cfg: Any, teacher_logits: np.ndarray) -> np.ndarray:
+    """``(P, C)`` soft-target logits: GNMax labels on the queried rows, zeros elsewhere.
+
+    The zero rows are never sent (the strategy restricts targets to :func:`query_rows`).
+    """
+    _, p, c = teacher_logits.shape
+    rows = query_rows(p, cfg.privacy.queries, cfg.seed)
+    hist = vote_histogram(teacher_logits[:, rows])
+    labels = gnmax(hist, pate_sigma(cfg), np.random.default_rng([cfg.seed, 32]))
+    out = np.zeros((p, c), np.float32)
+    out[rows] = label_logits(labels, c, cfg.distill.temperature)
+    return out
