@@ -324,6 +324,41 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command()
+def attack(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A finished run directory.", show_default=False)
+    ] = None,
+    reference_epochs: Annotated[
+        int, typer.Option("--reference-epochs", min=1, help="Epochs of the reference models.")
+    ] = 30,
+) -> None:
+    """Membership inference on a run's students and teachers: attack.json, attack_roc.png."""
+    if run_dir is None:
+        _fail("missing RUN_DIR argument: give a finished run directory, e.g. runs/quickstart")
+    from fedkd.privacy.membership import attack_run
+
+    try:
+        with console.status("membership inference"):
+            report = attack_run(run_dir, reference_epochs)
+    except FedkdInputError as err:
+        _fail(str(err))
+    table = Table(title=f"membership inference - {run_dir}")
+    for col in ("model", "members", "loss AUC", "loss TPR@1%FPR", "ref AUC", "ref TPR@1%FPR"):
+        table.add_column(col)
+    for name, m in report["models"].items():
+        table.add_row(
+            name,
+            str(m["members"]),
+            f"{m['loss']['auc']:.3f}",
+            f"{m['loss']['tpr_at_1pct_fpr']:.3f}",
+            f"{m['reference']['auc']:.3f}",
+            f"{m['reference']['tpr_at_1pct_fpr']:.3f}",
+        )
+    console.print(table)
+    console.print(f"wrote {run_dir}/attack.json and attack_roc.png")
+
+
 @app.command("config")
 def config_cmd(
     config: Annotated[str | None, typer.Argument(help="Scenario TOML to resolve.")] = None,

@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class TeacherBundle:
     test_accuracy: list[float]
     train_accuracy: list[float]
     cached: list[bool]
+    models: list[torch.nn.Module] = field(default_factory=list, repr=False)
 
     @property
     def count(self) -> int:
@@ -94,6 +95,24 @@ def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _teacher_seed(cfg: FedkdConfig, index: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
+
+
+def teacher_rows(cfg: FedkdConfig, index: int, n: int) -> np.ndarray | None:
+    """Rows of the ``n``-sample teacher split that teacher ``index`` trains on (None: all).
+
+    A disjoint shard (``teachers.disjoint`` or PATE), a bootstrap sample, or everything.
+    """
+    t = cfg.teachers
+    if t.disjoint or cfg.privacy.mode == "pate":
+        perm = np.random.default_rng([cfg.seed, 8]).permutation(n)
+        return np.array_split(perm, t.count)[index]
+    if t.bootstrap:
+        return np.random.default_rng(_teacher_seed(cfg, index)).integers(0, n, n)
+    return None
+
+
 def _train_one(
     cfg: FedkdConfig,
     index: int,
@@ -104,17 +123,11 @@ def _train_one(
     y: torch.Tensor,
 ) -> torch.nn.Module:
     t = cfg.teachers
-    seed = int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
+    seed = _teacher_seed(cfg, index)
     model = build_seeded_model(spec, shape, k, seed)
-    if (
-        t.disjoint or cfg.privacy.mode == "pate"
-    ):  # shard `index` of a seeded split into `count` disjoint parts (PATE)
-        perm = np.random.default_rng([cfg.seed, 8]).permutation(len(x))
-        rows = torch.from_numpy(np.array_split(perm, t.count)[index])
-        x, y = x[rows], y[rows]
-    elif t.bootstrap:
-        rows = torch.from_numpy(np.random.default_rng(seed).integers(0, len(x), len(x)))
-        x, y = x[rows], y[rows]
+    rows = teacher_rows(cfg, index, len(x))
+    if rows is not None:
+        x, y = x[torch.from_numpy(rows)], y[torch.from_numpy(rows)]
     opt = make_optimizer("adam", list(model.parameters()), t.lr)
     fit_supervised(
         model,
@@ -205,6 +218,7 @@ def build_teachers(
         test_accuracy=[accuracy(torch.from_numpy(z), ys) for z in test_logits],
         train_accuracy=[accuracy(predict_logits(m, xt), yt) for m in models],
         cached=cached,
+        models=ready,
     )
 
 
