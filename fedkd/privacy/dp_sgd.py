@@ -104,7 +104,7 @@ def fit_distill_dp(
             noise_multiplier=noise_multiplier,
             max_grad_norm=clip,
             expected_batch_size=max(1, round(q * n)),
-            loss_reduction="sum",
+            loss_reduction="mean",  # (sum of clipped per-sample grads + noise) / E[batch]
             generator=gen,
         )
     model.train()
