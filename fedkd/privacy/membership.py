@@ -10,6 +10,9 @@ split is cut in two seeded halves: *population* (trains the reference models) an
   sample by a model of the same architecture trained on population data; in the spirit
   of Watson et al., 2022 / the offline LiRA of Carlini et al., 2022, with one reference).
 
+Families: ``students`` (each student on its own client's data), ``students_on_teacher_data``
+(each student on samples of the teacher split, the data PATE protects: distillation can
+carry it into the students) and ``teacher_K`` (each teacher on its own training rows).
 Per model family the report gives ROC AUC and TPR at 1% FPR (scikit-learn's ROC). For
 each target model, non-members are drawn with the members' class histogram (clients hold
 skewed labels: otherwise the class alone would separate them).
@@ -146,6 +149,9 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
         model = build_model(spec, shape, k)
         model.load_state_dict(state)
         add("students", model, spec, np.asarray(rows))
+        # what the students learnt of the *teachers'* data (PATE protects this)
+        pick = rng.choice(splits.teacher, size=min(len(splits.teacher), 200), replace=False)
+        add("students_on_teacher_data", model, spec, pick)
         attacked += 1
     if cfg.teachers.count:
         from fedkd.teachers import build_teachers, teacher_rows

@@ -238,7 +238,12 @@ def test_attack_writes_auc_and_roc(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "run" / "attack.json").read_text())
-    assert set(report["models"]) == {"students", "teacher_0", "teacher_1"}
+    assert set(report["models"]) == {
+        "students",
+        "students_on_teacher_data",
+        "teacher_0",
+        "teacher_1",
+    }
     for m in report["models"].values():
         assert m["members"] == m["non_members"] > 0
         for attack in ("loss", "reference"):
