@@ -30,6 +30,7 @@ from flwr.clientapp import ClientApp
 
 from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
+from fedkd.compression import decode, decode_rows, encode, has_rows
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
@@ -259,12 +260,13 @@ class _TrainJob:
 
 def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     cfg, shared, pid = _setup(context)
-    targets = msg.content.array_records[keys.TARGETS]
-    proxy_idx = torch.from_numpy(targets[keys.PROXY_IDX].numpy().astype(np.int64))
-    soft = torch.from_numpy(targets[keys.LOGITS].numpy().astype(np.float32))
+    record = msg.content.array_records[keys.TARGETS]
+    targets = {name: record[name].numpy() for name in record}
+    proxy_idx = torch.from_numpy(decode_rows(targets, keys.PROXY_IDX))
+    soft = torch.from_numpy(decode(targets, shared.num_classes))
     reply_idx = (
-        torch.from_numpy(targets[keys.REPLY_IDX].numpy().astype(np.int64))
-        if keys.REPLY_IDX in targets
+        torch.from_numpy(decode_rows(targets, keys.REPLY_IDX))
+        if has_rows(targets, keys.REPLY_IDX)
         else proxy_idx
     )
     conf = msg.content.config_records[keys.CONFIG]
@@ -365,11 +367,20 @@ def _finish_train(
             keys.CE_LOSS: stats.ce_loss,
             keys.TEST_ACCURACY: acc,
         },
-        ArrayRecord({keys.LOGITS: Array(logits)}),
+        ArrayRecord(
+            {name: Array(np.ascontiguousarray(a)) for name, a in _encoded(job, logits).items()}
+        ),
     )
     if job.send_weights:
         reply.content[keys.WEIGHTS] = ArrayRecord(job.model.state_dict())
     return reply
+
+
+def _encoded(job: _TrainJob, logits: np.ndarray) -> dict[str, np.ndarray]:
+    """The reply's logits, encoded as ``compression`` says (plain fp32 when not uplink)."""
+    comp = job.cfg.compression
+    kind = comp.soft_labels if comp.uplink else "fp32"
+    return encode(logits, kind, temperature=job.temperature, k=comp.topk)
 
 
 @app.train()

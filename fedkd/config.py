@@ -417,6 +417,20 @@ class RayConfig(_Section):
     )
 
 
+class CompressionConfig(_Section):
+    """Soft labels on the wire (docs: fedkd/compression.py); bytes are counted as sent."""
+
+    soft_labels: Literal["fp32", "fp16", "int8", "topk"] = Field(
+        "fp32",
+        description="Encoding of soft-target logits: 'fp32', 'fp16', 'int8' (per-row scale, "
+        "centred rows) or 'topk' (the k largest logits plus one remainder per row).",
+    )
+    topk: int = Field(3, ge=1, description="'topk': logits kept per row.")
+    uplink: bool = Field(
+        True, description="Clients encode their uploaded proxy logits the same way."
+    )
+
+
 class PrivacyConfig(_Section):
     """Differential privacy (docs/privacy.md); mode unset = not private."""
 
@@ -511,6 +525,7 @@ class FedkdConfig(_Section):
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
 
     @field_validator("engine")
     @classmethod

@@ -109,7 +109,7 @@ def run_server(
     # fail fast on partitions that cannot be made (and warm the cache for in-process clients)
     parts = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
     try:
-        privacy = plan_privacy(cfg, [len(p) for p in parts], len(splits.teacher), len(splits.proxy))
+        privacy = plan_privacy(cfg, [len(p) for p in parts], len(splits.teacher))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     teachers = build_teachers(

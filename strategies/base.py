@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedkd.strategies.validation import check_reply, reply_size
+from fedkd.strategies.validation import check_reply, decode_record, reply_size
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -38,6 +38,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedkd import keys
+from fedkd.compression import encode, encode_rows
 from fedkd.config import FedkdConfig
 from fedkd.devices import DeviceFleet, apply_policy
 from fedkd.errors import ConfigError, RunFailed
@@ -299,12 +300,14 @@ class KDStrategy(Strategy):
             target_idx, targets = target_idx[keep], targets[keep]
         reply_idx = np.ascontiguousarray(self.reply_rows(server_round, proxy_idx), np.int64)
         self._round_proxy_idx[server_round] = reply_idx
-        arrays = {
-            keys.LOGITS: Array(np.ascontiguousarray(targets, np.float32)),
-            keys.PROXY_IDX: Array(np.ascontiguousarray(target_idx, np.int64)),
-        }
+        comp = self.cfg.compression
+        encoded = encode(
+            targets, comp.soft_labels, temperature=self.cfg.distill.temperature, k=comp.topk
+        )
+        encoded.update(encode_rows(target_idx, keys.PROXY_IDX))
         if not np.array_equal(target_idx, reply_idx):
-            arrays[keys.REPLY_IDX] = Array(reply_idx)
+            encoded.update(encode_rows(reply_idx, keys.REPLY_IDX))
+        arrays = {name: Array(np.ascontiguousarray(a)) for name, a in encoded.items()}
         self._round_rows[server_round] = (len(target_idx), len(reply_idx))
         conf = self.train_config(server_round)
         conf[keys.SEND_WEIGHTS] = self.collects_weights
@@ -355,7 +358,9 @@ class KDStrategy(Strategy):
             self._train_metrics.append(
                 {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
             )  # type: ignore[misc]
-            logits[k] = msg.content.array_records[keys.REPLY_LOGITS][keys.LOGITS].numpy()
+            logits[k] = decode_record(
+                msg.content.array_records[keys.REPLY_LOGITS], self.num_classes
+            )
             del msg.content[keys.REPLY_LOGITS]
             weights.append(float(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
             if self.collects_weights:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from fedkd import keys
+from fedkd.compression import TOPK_IDX, Q, decode
 
 
 def reply_size(msg: Message) -> int:
@@ -57,14 +58,18 @@ def check_reply(
         if keys.REPLY_LOGITS not in content.array_records:
             return "missing_record", f"missing array record '{keys.REPLY_LOGITS}'"
         record = content.array_records[keys.REPLY_LOGITS]
-        if keys.LOGITS not in record:
+        if not any(name in record for name in (keys.LOGITS, Q, TOPK_IDX)):
             return "missing_record", f"missing array '{keys.LOGITS}'"
         try:
-            arr = record[keys.LOGITS].numpy()
+            raw = {name: record[name].numpy() for name in record}
         except Exception as err:  # noqa: BLE001 - undecodable bytes from a client
             return "undecodable", f"logits cannot be decoded ({err})"
-        if arr.dtype.kind != "f":
-            return "bad_dtype", f"logits have dtype {arr.dtype}; expected a float type"
+        if keys.LOGITS in raw and raw[keys.LOGITS].dtype.kind != "f":
+            return "bad_dtype", f"logits have dtype {raw[keys.LOGITS].dtype}; expected a float type"
+        try:
+            arr = decode(raw, logits_shape[1])
+        except ValueError as err:
+            return "undecodable", f"logits cannot be decoded ({err})"
         if tuple(arr.shape) != tuple(logits_shape):
             return (
                 "bad_shape",
@@ -75,6 +80,11 @@ def check_reply(
     if weight_shapes is not None:
         return _check_weights(content, weight_shapes)
     return None
+
+
+def decode_record(record: ArrayRecord, num_classes: int) -> np.ndarray:
+    """The float32 logits of a (validated) logits record, whatever its encoding."""
+    return decode({name: record[name].numpy() for name in record}, num_classes)
 
 
 def _check_weights(content: RecordDict, shapes: dict[str, tuple[int, ...]]) -> Rejection | None:

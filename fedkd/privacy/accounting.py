@@ -129,9 +129,7 @@ def _noise(cfg: Any, sample_rate: float, steps: int) -> float:
     return float(p.noise_multiplier)
 
 
-def plan_privacy(
-    cfg: Any, private_sizes: list[int], teacher_split: int, num_proxy: int
-) -> PrivacyPlan | None:
+def plan_privacy(cfg: Any, private_sizes: list[int], teacher_split: int) -> PrivacyPlan | None:
     """The run's :class:`PrivacyPlan` (None without ``privacy.mode``).
 
     Raises ``ValueError`` (one line, what is allowed) for a delta not below 1/N, N being
@@ -162,17 +160,17 @@ def plan_privacy(
         sigma = z * math.sqrt(2)
         return PrivacyPlan("pate", z, 1.0, p.queries, 0, p.delta, None, p.epsilon, sigma=sigma)
     # dp_sgd: the client whose data pays most (largest epsilon at a reference noise)
-    from fedkd.privacy.dp_sgd import sample_rate, steps_per_epoch
+    from fedkd.privacy.dp_sgd import private_steps_per_epoch, sample_rate
 
     sizes = sorted({s for s in private_sizes if s > 0})
     if not sizes:
         raise ValueError("privacy.mode='dp_sgd' needs clients with private data")
     check_delta(sizes[0], "samples of the smallest client")
     d = cfg.distill
-    rows = 0 if d.alpha == 0 else max(1, int(round(cfg.strategy.proxy_fraction * num_proxy)))
 
     def cost(n: int) -> tuple[float, int]:
-        return sample_rate(n, d.batch_size), d.local_epochs * steps_per_epoch(rows, n, d.batch_size)
+        per_round = d.local_epochs * private_steps_per_epoch(n, d.batch_size)
+        return sample_rate(n, d.batch_size), per_round
 
     def eps_at_reference(n: int) -> float:
         q, per_round = cost(n)

@@ -1,14 +1,17 @@
 """DP-SGD for a student's local training, with Opacus.
 
-Only the private data needs protecting: each step, the private batch is Poisson-sampled
-(every private sample in with probability ``sample_rate``), its per-sample cross-entropy
-gradients are clipped to ``clip`` and summed with Gaussian noise ``N(0, (z * clip)^2)`` by
-Opacus (:class:`opacus.GradSampleModule` + :class:`opacus.optimizers.DPOptimizer`), then
-divided by the expected batch size. The distillation gradient on the public proxy batch
-is added without noise (public data costs no privacy) and the optimizer steps once.
-The loss weights keep their meaning: ``alpha`` on distillation, ``1 - alpha`` on
-cross-entropy. Opacus' RDP accountant then gives epsilon for ``steps`` steps at
-``sample_rate`` (:mod:`fedkd.privacy.accounting`).
+Only the private data needs protecting. An epoch keeps the trainer's proxy steps (one
+public proxy batch each); ``ceil(n / batch)`` of them, spread evenly, are also *private*
+steps: the private data is Poisson-sampled (every sample in with probability
+``sample_rate = min(1, batch / n)``), per-sample cross-entropy gradients are clipped to
+``clip`` and summed with Gaussian noise ``N(0, (z * clip)^2)`` by Opacus
+(:class:`opacus.GradSampleModule` + :class:`opacus.optimizers.DPOptimizer`) and divided by
+the expected batch size; that gradient is weighted by ``1 - alpha`` (noise included), the
+distillation gradient of the public proxy batch by ``alpha`` without noise (public data
+costs no privacy), and the optimizer steps once. So an epoch is one expected pass over
+the private data, as many private steps as a plain epoch without a proxy set would take.
+Opacus' RDP accountant gives epsilon for the private steps at ``sample_rate``
+(:mod:`fedkd.privacy.accounting`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def steps_per_epoch(n_proxy: int, n_private: int, batch_size: int) -> int:
     return math.ceil(max(n_proxy, n_private) / batch_size)
 
 
+def private_steps_per_epoch(n_private: int, batch_size: int) -> int:
+    """DP steps per epoch: one expected pass over the private data (0 without data)."""
+    return math.ceil(n_private / batch_size) if n_private else 0
+
+
 def fit_distill_dp(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -96,6 +104,8 @@ def fit_distill_dp(
     n = len(x_local)
     q = sample_rate(n, batch_size)
     n_steps = steps_per_epoch(len(x_proxy) if alpha > 0 else 0, n, batch_size)
+    m = private_steps_per_epoch(n, batch_size) if alpha < 1 else 0
+    private_at = {(j * n_steps) // m for j in range(m)} if m else set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus warns about secure RNG and functorch
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
@@ -118,17 +128,20 @@ def fit_distill_dp(
             for _step in range(n_steps):
                 dp_opt.zero_grad(set_to_none=True)
                 ce_val = 0.0
-                if n and alpha < 1:
+                if _step in private_at:
                     take = torch.rand(n, generator=gen) < q
                     gsm.enable_hooks()
                     if take.any():
                         ce = F.cross_entropy(gsm(x_local[take]), y_local[take], reduction="sum")
-                        ((1.0 - alpha) * ce).backward()
+                        ce.backward()
                         ce_val = ce.item() / int(take.sum())
                     else:  # an empty Poisson batch: Opacus still adds the noise
                         for p in model.parameters():
                             p.grad_sample = torch.zeros((0, *p.shape))
                     dp_opt.pre_step()  # clip per sample, sum, add noise, / expected batch
+                    for p in model.parameters():
+                        if p.grad is not None:
+                            p.grad.mul_(1.0 - alpha)
                     dp_steps += 1
                 kd_val = 0.0
                 if alpha > 0 and len(x_proxy):
@@ -146,7 +159,7 @@ def fit_distill_dp(
                 kd_tot += kd_val
                 ce_tot += ce_val
             k = max(n_steps, 1)
-            stats = DistillStats(tot / k, kd_tot / k, ce_tot / k)
+            stats = DistillStats(tot / k, kd_tot / k, ce_tot / max(m, 1))
     finally:
         gsm._close()
     return stats, dp_steps
