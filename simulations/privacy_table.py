@@ -20,6 +20,8 @@ from fedkd.results import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MECHANISMS = ("client_dp", "pate", "dp_sgd")
+# PATE needs many voters: 50 teachers on disjoint shards of the teacher split
+PATE_SETS = ["teachers.count=50", "teachers.disjoint=true"]
 BEGIN, END = "<!-- privacy-table:begin -->", "<!-- privacy-table:end -->"
 
 
@@ -46,6 +48,14 @@ def _row(label: str, mech: str, eps: str, run_dir: Path, seconds: float) -> dict
         "student_teacher_data_auc_reference": attack["models"]["students_on_teacher_data"][
             "reference"
         ]["auc"],
+        "server_view_auc_loss": attack["models"]
+        .get("server_view_of_clients", {})
+        .get("loss", {})
+        .get("auc"),
+        "server_view_auc_reference": attack["models"]
+        .get("server_view_of_clients", {})
+        .get("reference", {})
+        .get("auc"),
         "teacher_auc_loss": mean([m["loss"]["auc"] for m in teachers]),
         "teacher_auc_reference": mean([m["reference"]["auc"] for m in teachers]),
         "wall_s": seconds,
@@ -66,16 +76,19 @@ def _markdown(rows: list[dict], config: str) -> str:
         "ROC AUC (0.5 = chance) of the loss attack / the reference-model attack.",
         "",
         "| mechanism | target epsilon | epsilon (Opacus RDP) | noise multiplier | students mean | "
-        "p10 | students on own data: AUC loss / ref | students on teacher data: AUC loss / ref "
-        "| teachers: AUC loss / ref | PATE label acc. | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "p10 | students on own data: AUC loss / ref | server's view of client data: AUC "
+        "loss / ref | students on teacher data: AUC loss / ref | teachers: AUC loss / ref | "
+        "PATE label acc. | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['mechanism']} | {r['epsilon_target']} | {_fmt(r['epsilon'])} | "
             f"{_fmt(r['noise_multiplier'])} | {_fmt(r['accuracy_mean'], True)} | "
             f"{_fmt(r['accuracy_p10'], True)} | {_fmt(r['student_auc_loss'])} / "
-            f"{_fmt(r['student_auc_reference'])} | {_fmt(r['student_teacher_data_auc_loss'])} / "
+            f"{_fmt(r['student_auc_reference'])} | {_fmt(r['server_view_auc_loss'])} / "
+            f"{_fmt(r['server_view_auc_reference'])} | "
+            f"{_fmt(r['student_teacher_data_auc_loss'])} / "
             f"{_fmt(r['student_teacher_data_auc_reference'])} | {_fmt(r['teacher_auc_loss'])} / "
             f"{_fmt(r['teacher_auc_reference'])} | {_fmt(r['pate_label_accuracy'], True)} | "
             f"{r['wall_s']:.0f} s |"
@@ -98,9 +111,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     plan = [("non-private", "none", "inf", [])]
-    for mech in args.mechanisms.split(","):
+    mechs = args.mechanisms.split(",")
+    if "pate" in mechs:  # PATE's own teachers, without noise: its epsilon = inf row
+        plan.append(("non-private-pate-teachers", "none (PATE's teachers)", "inf", PATE_SETS))
+    for mech in mechs:
         for eps in args.eps.split(","):
             sets = [f"privacy.mode={mech}", f"privacy.epsilon={eps}"]
+            sets += PATE_SETS if mech == "pate" else []
             plan.append((f"{mech}-eps{eps}", mech, eps, sets))
     rows = []
     for label, mech, eps, sets in plan:

@@ -10,9 +10,13 @@ split is cut in two seeded halves: *population* (trains the reference models) an
   sample by a model of the same architecture trained on population data; in the spirit
   of Watson et al., 2022 / the offline LiRA of Carlini et al., 2022, with one reference).
 
-Families: ``students`` (each student on its own client's data), ``students_on_teacher_data``
-(each student on samples of the teacher split, the data PATE protects: distillation can
-carry it into the students) and ``teacher_K`` (each teacher on its own training rows).
+Families: ``students`` (each student on its own client's data; students never leave
+their devices, so this is what a stolen device reveals), ``server_view_of_clients`` (a
+student distilled from the client consensus the server holds, i.e. what the uploads
+reveal of the pooled client data; client_dp protects this), ``students_on_teacher_data``
+(each student on samples of the teacher split: what distillation carries of the
+teachers' data; PATE protects this) and ``teacher_K`` (each teacher on its own rows;
+teachers stay on the server).
 Per model family the report gives ROC AUC and TPR at 1% FPR (scikit-learn's ROC). For
 each target model, non-members are drawn with the members' class histogram (clients hold
 skewed labels: otherwise the class alone would separate them).
@@ -82,6 +86,43 @@ def _reference(cfg: FedkdConfig, spec: str, x: np.ndarray, y: np.ndarray, epochs
         gen=torch.Generator().manual_seed(98),
     )
     return model
+
+
+def _server_view_model(cfg: FedkdConfig, run: Path, splits: Any) -> tuple[Any, str] | None:
+    """What the server (and every client it broadcasts to) can learn of the clients' data.
+
+    A fresh student distilled from the client consensus the strategy holds after the last
+    round (the fused uploads; under client_dp, the noisy mean). None when the strategy keeps
+    no consensus (e.g. multi_teacher) or the run has no checkpoint.
+    """
+    from fedkd.checkpoint import latest_checkpoint
+    from fedkd.training import fit_distill
+
+    ckpt = latest_checkpoint(run)
+    state = ckpt["strategy"] if ckpt is not None else {}
+    idx = np.asarray(state.get("consensus_idx", np.zeros(0)), np.int64)
+    if not len(idx):
+        return None
+    targets = torch.from_numpy(np.asarray(state["consensus"], np.float32))
+    spec = cfg.student_model(0)
+    model = build_seeded_model(spec, splits.data.input_shape, splits.data.num_classes, 99)
+    opt = make_optimizer("adam", list(model.parameters()), 1e-2)
+    x_proxy = torch.from_numpy(splits.data.x[splits.proxy][idx])
+    empty = torch.zeros((0, *x_proxy.shape[1:]))
+    fit_distill(
+        model,
+        opt,
+        empty,
+        torch.zeros(0, dtype=torch.long),
+        x_proxy,
+        targets,
+        epochs=20,
+        batch_size=128,
+        temperature=cfg.distill.temperature,
+        alpha=1.0,
+        gen=torch.Generator().manual_seed(100),
+    )
+    return model, spec
 
 
 def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any]:
@@ -161,6 +202,13 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
             rows = teacher_rows(cfg, i, len(splits.teacher))
             own = splits.teacher[np.unique(rows)] if rows is not None else splits.teacher
             add(f"teacher_{i}", model, spec, own)
+
+    view = _server_view_model(cfg, run, splits)
+    if view is not None:
+        model, spec = view
+        pooled = np.concatenate([np.asarray(r) for r in parts if len(r)])
+        pick = rng.choice(pooled, size=min(len(pooled), 2000), replace=False)
+        add("server_view_of_clients", model, spec, pick)
 
     report: dict[str, Any] = {
         "run": str(run),

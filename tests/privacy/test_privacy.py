@@ -229,7 +229,7 @@ def test_bad_privacy_config_is_one_line_exit_2(tmp_path, sets, needle):
 
 
 def test_attack_writes_auc_and_roc(tmp_path):
-    fedkd.run(TINY, out=tmp_path / "run")
+    fedkd.run(TINY, overrides=["strategy.name=hybrid"], out=tmp_path / "run")
     proc = subprocess.run(
         fedkd_cmd("attack", str(tmp_path / "run"), "--reference-epochs", "3"),
         capture_output=True,
@@ -240,6 +240,7 @@ def test_attack_writes_auc_and_roc(tmp_path):
     report = json.loads((tmp_path / "run" / "attack.json").read_text())
     assert set(report["models"]) == {
         "students",
+        "server_view_of_clients",
         "students_on_teacher_data",
         "teacher_0",
         "teacher_1",
