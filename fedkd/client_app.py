@@ -400,40 +400,23 @@ def _reply_logits_and_accuracy(job: _TrainJob) -> tuple[np.ndarray, float]:
 
 
 def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
+    args = (job.model, job.opt, job.x_local, job.y_local, job.shared.x_proxy[job.proxy_idx])
+    common = {
+        "epochs": job.epochs,
+        "batch_size": job.cfg.distill.batch_size,
+        "temperature": job.temperature,
+        "alpha": job.alpha,
+        "gen": job.gen,
+        "loss": job.cfg.distill.loss,
+    }
     if job.dp_mode == "dp_sgd":
         from fedkd.privacy.dp_sgd import fit_distill_dp
 
         stats, _ = fit_distill_dp(
-            job.model,
-            job.opt,
-            job.x_local,
-            job.y_local,
-            job.shared.x_proxy[job.proxy_idx],
-            job.soft,
-            epochs=job.epochs,
-            batch_size=job.cfg.distill.batch_size,
-            temperature=job.temperature,
-            alpha=job.alpha,
-            gen=job.gen,
-            noise_multiplier=job.dp_noise,
-            clip=job.dp_clip,
-            loss=job.cfg.distill.loss,
+            *args, job.soft, noise_multiplier=job.dp_noise, clip=job.dp_clip, **common
         )
-        return _finish_train(msg, context, job, stats, *_reply_logits_and_accuracy(job))
-    stats = fit_distill(
-        job.model,
-        job.opt,
-        job.x_local,
-        job.y_local,
-        job.shared.x_proxy[job.proxy_idx],
-        job.soft,
-        epochs=job.epochs,
-        batch_size=job.cfg.distill.batch_size,
-        temperature=job.temperature,
-        alpha=job.alpha,
-        gen=job.gen,
-        loss=job.cfg.distill.loss,
-    )
+    else:
+        stats = fit_distill(*args, job.soft, **common)
     return _finish_train(msg, context, job, stats, *_reply_logits_and_accuracy(job))
 
 
