@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fedkd
+from fedkd.config import load_config
 from fedkd.models import build_model
 from fedkd.privacy.accounting import epsilon, epsilon_dp_accounting, noise_for_epsilon
 from fedkd.privacy.client_dp import clip_upload, local_noise, noisy_mean
@@ -198,20 +199,6 @@ def test_pate_targets_only_queried_rows(tmp_path):
     ("sets", "needle"),
     [
         (["privacy.mode=client_dp", "privacy.epsilon=0"], "privacy.epsilon"),
-        (
-            ["privacy.mode=client_dp", "privacy.epsilon=8", "privacy.delta=0.5"],
-            "below 1/num_clients",
-        ),
-        (["privacy.mode=dp_sgd", "privacy.epsilon=8", "privacy.clip=0"], "clip must be > 0"),
-        (
-            ["privacy.mode=client_dp", "privacy.epsilon=8", "strategy.name=fedavg"],
-            "not supported by strategy 'fedavg'",
-        ),
-        (
-            ["privacy.mode=pate", "privacy.epsilon=8", "strategy.name=fedmd"],
-            "not supported by strategy 'fedmd'",
-        ),
-        (["privacy.mode=client_dp"], "needs privacy.epsilon"),
         (["privacy.mode=dp_sgd", "privacy.epsilon=8", "privacy.delta=0.1"], "smallest client"),
     ],
 )
@@ -226,6 +213,38 @@ def test_bad_privacy_config_is_one_line_exit_2(tmp_path, sets, needle):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (
+            ["privacy.mode=client_dp", "privacy.epsilon=8", "privacy.delta=0.5"],
+            "below 1/num_clients",
+        ),
+        (["privacy.mode=dp_sgd", "privacy.epsilon=8", "privacy.clip=0"], "clip must be > 0"),
+        (
+            ["privacy.mode=client_dp", "privacy.epsilon=8", "strategy.name=fedavg"],
+            "not supported by strategy 'fedavg'",
+        ),
+        (
+            ["privacy.mode=pate", "privacy.epsilon=8", "strategy.name=fedmd"],
+            "not supported by strategy 'fedmd'",
+        ),
+        (["privacy.mode=client_dp"], "needs privacy.epsilon"),
+        (["privacy.mode=pate", "privacy.epsilon=8", "teachers.count=1"], "teachers.count >= 2"),
+    ],
+)
+def test_bad_privacy_config_names_the_key(sets, needle):
+    # the same ConfigError the CLI prints as one line with exit 2 (tested above)
+    with pytest.raises(fedkd.errors.ConfigError, match=needle.replace("(", ".").replace(")", ".")):
+        load_config(TINY, sets)
+
+
+def test_pate_delta_is_checked_against_the_teacher_split(tmp_path):
+    sets = ["privacy.mode=pate", "privacy.epsilon=8", "privacy.delta=0.01"]
+    with pytest.raises(fedkd.errors.ConfigError, match="1/1000 .samples of the teacher split"):
+        fedkd.run(TINY, overrides=sets, out=tmp_path / "r")
 
 
 def test_attack_writes_auc_and_roc(tmp_path):
