@@ -70,7 +70,7 @@ class TeacherBundle:
         return float((pred == y_test).mean())
 
 
-TRAINING_RECIPE = 2
+TRAINING_RECIPE = 3
 """Bumped whenever teacher training changes, so cached teachers are not reused wrongly."""
 
 
@@ -198,10 +198,17 @@ def build_teachers(
             os.replace(tmp, paths[i])
         return model
 
-    # teachers are independent (own seed, own bootstrap): train them concurrently
-    with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
-        for i, model in zip(todo, pool.map(train, todo), strict=True):
-            models[i] = model
+    # teachers are independent (own seed, own bootstrap): train them concurrently, each
+    # on one torch thread whatever the caller's setting (float results depend on it, and
+    # a cached teacher must not depend on which command trained it)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
+            for i, model in zip(todo, pool.map(train, todo), strict=True):
+                models[i] = model
+    finally:
+        torch.set_num_threads(threads)
     ready = [m for m in models if m is not None]
 
     def stacked(x: torch.Tensor) -> np.ndarray:
