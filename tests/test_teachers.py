@@ -65,3 +65,23 @@ def test_ensemble_accuracy_reported():
     assert 0 <= acc <= 1
     manual = float((bundle.test_logits.mean(0).argmax(-1) == y).mean())
     assert acc == pytest.approx(manual)
+
+
+def test_teachers_do_not_depend_on_the_callers_torch_threads(tmp_path, monkeypatch):
+    # fedkd attack once trained (and cached) different teachers at 2 threads than fedkd run
+    import torch
+
+    from fedkd.config import load_config as _load
+    from fedkd.teachers import build_teachers as _build
+
+    cfg = _load(TINY, ["teachers.cache=false"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = _build(cfg).test_accuracy
+        torch.set_num_threads(1)
+        one = _build(cfg).test_accuracy
+    finally:
+        torch.set_num_threads(before)
+    assert two == one
+    assert torch.get_num_threads() == before
