@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,11 @@ from fedkd.compression import decode, decode_rows, encode, has_rows
 from fedkd.config import DataConfig, FedkdConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
+from fedkd.kd_terms import AttentionTerm, BornAgainTerm, ExtraTerm, HintTerm, MutualTerm, RKDTerm
+from fedkd.knowledge import features_and_logits, method_of
 from fedkd.losses import ROW_LOSSES
+from fedkd.losses.born_again import generation_of
+from fedkd.losses.hint import HintAdapter
 from fedkd.models import build_seeded_model
 from fedkd.privacy.client_dp import clip_upload, local_noise
 from fedkd.training import (
@@ -46,6 +51,7 @@ from fedkd.training import (
     predict_logits,
 )
 from fedkd.vectorized import Cohort, Member
+from fedkd.views import student_shape, student_x, transform
 
 app = ClientApp()
 
@@ -101,12 +107,11 @@ def _shared(cfg: FedkdConfig) -> _Shared:
 @functools.lru_cache(maxsize=4)
 def _shared_data(data: DataConfig, seed: int) -> _Shared:
     splits = make_splits(data, seed)
-    x_test, y_test = splits.xy("test")
     return _Shared(
-        torch.from_numpy(splits.data.x[splits.proxy]),
-        torch.from_numpy(x_test),
-        torch.from_numpy(y_test),
-        splits.data.input_shape,
+        torch.from_numpy(student_x(data, splits, splits.proxy, seed)),
+        torch.from_numpy(student_x(data, splits, splits.test, seed)),
+        torch.from_numpy(splits.data.y[splits.test]),
+        student_shape(data, splits, seed),
         splits.data.num_classes,
     )
 
@@ -119,8 +124,9 @@ def _private_data(
     if path:
         return _device_file(cfg.data, cfg.seed, str(path))
     idx = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)[partition_id]
-    data = make_splits(cfg.data, cfg.seed).data
-    return torch.from_numpy(data.x[idx]), torch.from_numpy(data.y[idx])
+    splits = make_splits(cfg.data, cfg.seed)
+    x = student_x(cfg.data, splits, idx, cfg.seed)
+    return torch.from_numpy(x), torch.from_numpy(splits.data.y[idx])
 
 
 @functools.lru_cache(maxsize=4)
@@ -138,7 +144,11 @@ def _device_file(data: DataConfig, seed: int, path: str) -> tuple[torch.Tensor, 
             f"data-path {path}: label {ds.num_classes - 1} outside the federation's "
             f"{splits.data.num_classes} classes"
         )
-    return torch.from_numpy(splits.normalize(ds.x)), torch.from_numpy(ds.y)
+    x = splits.normalize(ds.x)
+    if data.student_view != "full":  # the device's sensor gives the students' view
+        noise = np.random.default_rng([seed, 32]).standard_normal(x.shape, dtype=np.float32)
+        x = transform(data.student_view, x, noise)
+    return torch.from_numpy(x), torch.from_numpy(ds.y)
 
 
 def _partition_id(context: Context, cfg: FedkdConfig) -> int:
@@ -160,12 +170,15 @@ def _partition_id(context: Context, cfg: FedkdConfig) -> int:
     return pid
 
 
-def _fresh_student(cfg: FedkdConfig, shared: _Shared, partition_id: int) -> torch.nn.Module:
+def _fresh_student(
+    cfg: FedkdConfig, shared: _Shared, partition_id: int, generation: int = 0
+) -> torch.nn.Module:
+    """The client's initial student (``generation`` > 0: a born-again or peer student)."""
     return build_seeded_model(
         cfg.student_model(partition_id),
         shared.input_shape,
         shared.num_classes,
-        _seed(cfg.seed, partition_id, 0, 2),
+        _seed(cfg.seed, partition_id, generation, 2),
     )
 
 
@@ -226,6 +239,7 @@ class _TrainJob:
     opt: torch.optim.Optimizer
     proxy_idx: torch.Tensor
     soft: torch.Tensor
+    knowledge: torch.Tensor | None
     reply_idx: torch.Tensor
     epochs: int
     temperature: float
@@ -264,6 +278,11 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     targets = {name: record[name].numpy() for name in record}
     proxy_idx = torch.from_numpy(decode_rows(targets, keys.PROXY_IDX))
     soft = torch.from_numpy(decode(targets, shared.num_classes))
+    knowledge = (
+        torch.from_numpy(np.asarray(targets[keys.KNOWLEDGE], np.float32))
+        if keys.KNOWLEDGE in targets
+        else None
+    )
     reply_idx = (
         torch.from_numpy(decode_rows(targets, keys.REPLY_IDX))
         if has_rows(targets, keys.REPLY_IDX)
@@ -285,6 +304,11 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     ):
         raise ValueError(
             f"soft targets {tuple(soft.shape)} do not match proxy rows {tuple(proxy_idx.shape)}"
+        )
+    if knowledge is not None and len(knowledge) != len(proxy_idx):
+        raise ValueError(
+            f"teacher knowledge {tuple(knowledge.shape)} does not match proxy rows "
+            f"{tuple(proxy_idx.shape)}"
         )
     x_local, y_local = _private_data(cfg, context, pid)
     malicious = pid in malicious_partitions(cfg.num_clients, cfg.attack.fraction, cfg.seed)
@@ -308,6 +332,7 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
         opt=opt,
         proxy_idx=proxy_idx,
         soft=soft,
+        knowledge=knowledge,
         reply_idx=reply_idx,
         epochs=int(conf.get(keys.LOCAL_EPOCHS, cfg.distill.local_epochs)),  # type: ignore[arg-type]
         temperature=float(conf.get(keys.TEMPERATURE, cfg.distill.temperature)),  # type: ignore[arg-type]
@@ -400,6 +425,7 @@ def _reply_logits_and_accuracy(job: _TrainJob) -> tuple[np.ndarray, float]:
 
 
 def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
+    extra = _extra_term(context, job)  # may start a new born-again generation in job
     args = (job.model, job.opt, job.x_local, job.y_local, job.shared.x_proxy[job.proxy_idx])
     common = {
         "epochs": job.epochs,
@@ -416,8 +442,97 @@ def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
             *args, job.soft, noise_multiplier=job.dp_noise, clip=job.dp_clip, **common
         )
     else:
-        stats = fit_distill(*args, job.soft, **common)
+        stats = fit_distill(*args, job.soft, extra=extra, **common)
+    if extra is not None:
+        _save_aux(context, extra.state())
     return _finish_train(msg, context, job, stats, *_reply_logits_and_accuracy(job))
+
+
+_AUX_KEY = "fedkd-aux"
+
+
+def _load_aux(context: Context) -> dict[str, Any]:
+    """Modules a catalogue method keeps on the device (adapter, peers, previous generation)."""
+    if _AUX_KEY not in context.state:
+        return {}
+    blob = context.state.config_records[_AUX_KEY]["blob"]
+    return dict(torch.load(io.BytesIO(blob), weights_only=True))  # type: ignore[arg-type]
+
+
+def _save_aux(context: Context, state: dict[str, Any]) -> None:
+    if not state:
+        return
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    context.state[_AUX_KEY] = ConfigRecord({"blob": buf.getvalue()})
+
+
+def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:
+    """The catalogue method's client-side term for this job (None: response only).
+
+    ``born_again`` may replace ``job.model`` / ``job.opt`` with a fresh student when the
+    round starts a new generation for this client.
+    """
+    cfg = job.cfg
+    method = method_of(cfg.distill.loss)
+    if method is None or method.name in ("response", "takd"):
+        return None
+    beta = cfg.distill.resolved_beta
+    aux = _load_aux(context)
+    x_proxy = job.shared.x_proxy[job.proxy_idx]
+    if method.knowledge != "logits":
+        if job.knowledge is None:
+            if len(job.proxy_idx) == 0:
+                return None
+            raise ValueError(
+                f"distill.loss={method.name!r} needs teacher {method.knowledge} with the "
+                "targets; the instruction carries none"
+            )
+        if method.name == "hint":
+            probe = x_proxy[:1] if len(x_proxy) else job.x_local[:1]
+            with torch.no_grad():
+                channels = features_and_logits(job.model, probe)[0].shape[-1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed(cfg.seed, job.pid, 0, 5))
+                adapter = HintAdapter(channels, job.knowledge.shape[-1], job.knowledge.shape[1])
+            opt = make_optimizer(cfg.distill.optimizer, list(adapter.parameters()), job.lr)
+            if "adapter" in aux:
+                adapter.load_state_dict(aux["adapter"])
+                opt.load_state_dict(aux["adapter_opt"])
+            return HintTerm(beta, job.knowledge, adapter, opt)
+        if method.name == "rkd":
+            return RKDTerm(beta, job.knowledge)
+        return AttentionTerm(beta, job.knowledge)
+    if method.name == "born_again":
+        gen = generation_of(job.rnd, cfg.rounds, cfg.distill.generations)
+        if gen > int(aux.get("generation", 1)):  # a new generation: the student becomes teacher
+            aux = {"generation": gen, "previous": job.model.state_dict()}
+            job.model = _fresh_student(cfg, job.shared, job.pid, generation=gen)
+            job.opt = make_optimizer(cfg.distill.optimizer, list(job.model.parameters()), job.lr)
+        if "previous" not in aux:
+            return None  # first generation: plain response distillation
+        previous = _fresh_student(cfg, job.shared, job.pid)
+        previous.load_state_dict(aux["previous"])
+        return BornAgainTerm(
+            beta,
+            predict_logits(previous, x_proxy) if len(x_proxy) else torch.zeros((0, 0)),
+            predict_logits(previous, job.x_local),
+            keep=aux,
+        )
+    # mutual: peers 1..peers-1 live on the device next to the reporting student
+    peers = [
+        _fresh_student(cfg, job.shared, job.pid, generation=100 + i)
+        for i in range(1, cfg.distill.peers)
+    ]
+    opts = [make_optimizer(cfg.distill.optimizer, list(p.parameters()), job.lr) for p in peers]
+    for i, (peer, opt) in enumerate(zip(peers, opts, strict=True)):
+        if "peers" in aux and i < len(aux["peers"]):
+            peer.load_state_dict(aux["peers"][i])
+            opt.load_state_dict(aux["peer_opts"][i])
+        for group in opt.param_groups:
+            group["lr"] = job.lr
+        peer.train()
+    return MutualTerm(beta, peers, opts)
 
 
 def train_cohort(

@@ -71,6 +71,27 @@ class DataConfig(_Section):
     normalize: bool = Field(
         True, description="Standardise features with the teacher split's mean and std."
     )
+    teacher_view: str = Field(
+        "full",
+        description="Cross-modal: what the server's teachers see of each sample. 'full', "
+        "'downsample:K' (mean of every K samples along the length), 'crop:A:B' (positions "
+        "A..B-1), 'channels:I,J' (those channels of (C, L) inputs), 'noise:S' (a fixed "
+        "Gaussian noise of std S per sample) or 'array:NAME' (another array of the npz, "
+        "same N). See docs/losses.md.",
+    )
+    student_view: str = Field(
+        "full",
+        description="Cross-modal: what the clients' students see (private data, proxy, "
+        "test); same choices as teacher_view.",
+    )
+
+    @field_validator("teacher_view", "student_view")
+    @classmethod
+    def _known_view(cls, v: str) -> str:
+        from fedkd.views import parse_view
+
+        parse_view(v)
+        return v
 
     @field_validator("name")
     @classmethod
@@ -248,7 +269,41 @@ class StrategyConfig(_Section):
 class DistillConfig(_Section):
     """Client-side training: ``alpha * distill(proxy) + (1 - alpha) * CE(private)``."""
 
-    loss: str = Field("response", description="Registered distillation loss name.")
+    loss: str = Field(
+        "response",
+        description="Distillation loss: 'response' (Hinton), 'hint' (FitNets), 'rkd' "
+        "(relational), 'attention' (attention transfer), 'born_again' (self-distillation), "
+        "'mutual' (deep mutual learning), 'takd' (teacher assistants) or a name registered "
+        "with @fedkd.register_loss. Catalogue methods minimise alpha * [soft_target + beta "
+        "* term] + (1 - alpha) * CE; see docs/losses.md.",
+    )
+    beta: float | None = Field(
+        None,
+        ge=0,
+        description="Weight of the catalogue method's own term (unset: the method's "
+        "default: hint 1, rkd 25 (the paper's distance weight), attention 100, born_again 1, mutual 1).",
+    )
+    feature_teacher: int = Field(
+        0, ge=0, description="hint / rkd: index of the teacher whose features travel."
+    )
+    generations: int = Field(
+        2,
+        ge=1,
+        description="born_again: generations; rounds are cut into this many equal parts "
+        "and each new generation starts a fresh student taught by the previous one.",
+    )
+    peers: int = Field(
+        2, ge=2, le=8, description="mutual: co-located students per device (peer 0 reports)."
+    )
+    assistants: list[str] = Field(
+        default_factory=lambda: ["cnn:width=24,depth=2"],
+        min_length=1,
+        description="takd: the teacher-assistant chain, largest first; the server distils "
+        "the teachers into the first, each into the next, the last teaches the clients.",
+    )
+    assistant_epochs: int = Field(
+        20, ge=1, description="takd: server-side epochs per assistant (teacher split + proxy)."
+    )
     temperature: float = Field(4.0, gt=0, description="Softening temperature T > 0.")
     alpha: float = Field(
         0.7,
@@ -270,6 +325,21 @@ class DistillConfig(_Section):
         from fedkd.losses import LOSS_REGISTRY
 
         return _registered(LOSS_REGISTRY, v)
+
+    @field_validator("assistants")
+    @classmethod
+    def _assistant_specs(cls, v: list[str]) -> list[str]:
+        return [_check_model_spec(s) for s in v]
+
+    @property
+    def resolved_beta(self) -> float:
+        """``beta``, or the catalogue method's default weight."""
+        from fedkd.knowledge import method_of
+
+        if self.beta is not None:
+            return self.beta
+        method = method_of(self.loss)
+        return method.default_beta if method is not None else 0.0
 
 
 class AttackConfig(_Section):
@@ -426,6 +496,10 @@ class CompressionConfig(_Section):
         "centred rows) or 'topk' (the k largest logits plus one remainder per row).",
     )
     topk: int = Field(3, ge=1, description="'topk': logits kept per row.")
+    features: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        description="Encoding of teacher features / attention maps (hint, rkd, attention).",
+    )
     uplink: bool = Field(
         True, description="Clients encode their uploaded proxy logits the same way."
     )
@@ -579,6 +653,44 @@ class FedkdConfig(_Section):
         if p.mode == "client_dp" and p.delta >= 1 / self.num_clients:
             raise ValueError(
                 f"privacy.delta={p.delta:g} must be below 1/num_clients = 1/{self.num_clients}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _loss_supported(self) -> FedkdConfig:
+        from fedkd.knowledge import method_of
+        from fedkd.strategies import strategy_class
+
+        method = method_of(self.distill.loss)
+        if method is None or method.name == "response":
+            return self
+        name = method.name
+        cls = strategy_class(self.strategy.name)
+        if method.needs_teachers or name == "takd":
+            if not getattr(cls, "uses_teachers", True) or self.teachers.count < 1:
+                raise ValueError(
+                    f"distill.loss={name!r} needs the server's teachers: use a strategy "
+                    "with teachers (multi_teacher, hybrid, ...) and teachers.count >= 1"
+                )
+        if name in ("born_again", "mutual") and getattr(cls, "collects_weights", False):
+            raise ValueError(
+                f"distill.loss={name!r} keeps students on the device; strategy "
+                f"{self.strategy.name!r} replaces them with a global model every round"
+            )
+        if self.privacy.mode == "dp_sgd" and name != "takd":
+            raise ValueError(
+                f"privacy.mode='dp_sgd' supports logit losses only (response, takd or "
+                f"registered ones), not distill.loss={name!r}"
+            )
+        if name == "takd" and self.privacy.mode == "pate":
+            raise ValueError(
+                "distill.loss='takd' cannot be combined with privacy.mode='pate' (the "
+                "assistants would see the teachers' non-private logits)"
+            )
+        if method.knowledge == "features" and self.distill.feature_teacher >= self.teachers.count:
+            raise ValueError(
+                f"distill.feature_teacher={self.distill.feature_teacher} outside "
+                f"0..{self.teachers.count - 1} (teachers.count)"
             )
         return self
 

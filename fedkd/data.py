@@ -21,7 +21,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,8 @@ class Dataset:
 
     x: np.ndarray
     y: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """Other per-sample arrays of a user's npz (cross-modal views, ``array:NAME``)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -112,6 +114,14 @@ def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
                     f"has {', '.join(f.files) or 'none'}; need 'x' and 'y'"
                 )
             x, y = f["x"], f["y"]
+            extras = {
+                k: f[k].astype(np.float32)
+                for k in f.files
+                if k not in ("x", "y")
+                and f[k].ndim in (2, 3)
+                and len(f[k]) == len(x)
+                and np.issubdtype(f[k].dtype, np.number)
+            }
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable file is a user error
@@ -135,7 +145,7 @@ def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
         raise DataError(f"data.name=npz:{arg}: labels must be >= 0, found {y.min()}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise DataError(f"data.name=npz:{arg}: x must be finite numbers")
-    return Dataset(x.astype(np.float32), y.astype(np.int64))
+    return Dataset(x.astype(np.float32), y.astype(np.int64), extras)
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
@@ -216,7 +226,13 @@ def _make_splits(cfg: DataConfig, seed: int) -> Splits:
         ref = ds.x[teacher]
         mean, std = float(ref.mean()), float(ref.std() + 1e-8)
     x = ((ds.x - mean) / std).astype(np.float32)
-    return Splits(Dataset(x, ds.y), teacher, proxy, clients, test, mean, std)
+    extras = {
+        k: ((a - a[teacher].mean()) / (a[teacher].std() + 1e-8)).astype(np.float32)
+        if cfg.normalize
+        else a
+        for k, a in ds.extras.items()
+    }
+    return Splits(Dataset(x, ds.y, extras), teacher, proxy, clients, test, mean, std)
 
 
 # --------------------------------------------------------------------------- partitions

@@ -4,6 +4,7 @@
 TARGETS = "targets"  # ArrayRecord: soft targets on a proxy subset
 LOGITS = "logits"  # Array inside TARGETS / REPLY_LOGITS: (P, C) float32 logits
 PROXY_IDX = "proxy-idx"  # Array inside TARGETS: (P,) int64 proxy rows of the soft targets
+KNOWLEDGE = "teacher-knowledge"  # optional Array inside TARGETS: features / attention maps
 REPLY_IDX = "reply-idx"  # optional Array inside TARGETS: rows to reply on (default PROXY_IDX)
 CONFIG = "config"  # ConfigRecord: per-round hyperparameters
 WEIGHTS = "student-weights"  # ArrayRecord: a student state dict (fedavg, feddf), both ways

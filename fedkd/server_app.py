@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd import keys
+from fedkd.assistants import train_assistant_chain
 from fedkd.checkpoint import (
     latest_checkpoint,
     prune_checkpoints,
@@ -33,6 +34,7 @@ from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
 from fedkd.devices import DeviceFleet
 from fedkd.errors import ConfigError
+from fedkd.knowledge import method_of, teacher_knowledge
 from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
 from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
 from fedkd.privacy.pate import query_rows
@@ -42,6 +44,7 @@ from fedkd.strategies.base import percentile
 from fedkd.strategies.warm_start import warm_start_model
 from fedkd.teachers import build_teachers
 from fedkd.training import evaluate
+from fedkd.views import student_shape, student_x, teacher_x, view_shape
 
 log = logging.getLogger("fedkd")
 
@@ -103,6 +106,7 @@ def run_server(
 
     notify("status", {"text": "preparing data"})
     splits = make_splits(cfg.data, cfg.seed)
+    shapes = _view_shapes(cfg, splits)
     student_params = _student_parameters(cfg, splits)
     log.info("student %s: %d parameters", cfg.student.model, student_params)
     fleet = _fleet(cfg, splits)
@@ -131,7 +135,31 @@ def run_server(
             acc,
             " (cached)" if hit else "",
         )
-    strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, teachers)
+    method = method_of(cfg.distill.loss)
+    assistants: list[dict[str, Any]] | None = None
+    source = teachers  # what the clients are taught from (the last assistant with takd)
+    if method is not None and method.name == "takd":
+        notify("status", {"text": "teacher assistants"})
+        source, assistants = train_assistant_chain(
+            cfg, teachers, progress=lambda s: notify("status", {"text": s})
+        )
+    strategy = STRATEGY_REGISTRY[cfg.strategy.name](cfg, source)
+    if method is not None and method.knowledge != "logits":
+        x_proxy = torch.from_numpy(teacher_x(cfg.data, splits, splits.proxy, cfg.seed))
+        try:
+            knowledge = teacher_knowledge(
+                method, teachers.models, x_proxy, cfg.distill.feature_teacher
+            )
+        except ValueError as err:
+            raise ConfigError(f"distill.loss={method.name!r}: {err}") from None
+        assert knowledge is not None
+        log.info(
+            "%s: teacher %s of shape %s per proxy row travel with the targets",
+            method.name,
+            method.knowledge,
+            tuple(knowledge.shape[1:]),
+        )
+        strategy.set_knowledge(knowledge)
     if fleet is not None:
         if len(cfg.student_specs) > 1 and strategy.collects_weights:
             raise ConfigError(
@@ -154,10 +182,14 @@ def run_server(
     elif cfg.strategy.warm_start_epochs:
         notify("status", {"text": "warm-start student"})
         torch.set_num_threads(cfg.resolved_workers)
-        warm = warm_start_model(cfg, teachers, use_teachers=strategy.uses_teachers)
+        warm = warm_start_model(cfg, source, use_teachers=strategy.uses_teachers)
         torch.set_num_threads(cfg.threads)
         assert warm is not None
-        warm_acc = evaluate(warm, *(torch.from_numpy(a) for a in splits.xy("test")))
+        warm_acc = evaluate(
+            warm,
+            torch.from_numpy(student_x(cfg.data, splits, splits.test, cfg.seed)),
+            torch.from_numpy(splits.data.y[splits.test]),
+        )
         log.info("warm-start student: test accuracy %.4f", warm_acc)
         strategy.set_warm_start(ArrayRecord(warm.state_dict()))
 
@@ -226,6 +258,10 @@ def run_server(
         "dataset": {
             "name": cfg.data.name,
             "input_shape": list(splits.data.input_shape),
+            "teacher_view": cfg.data.teacher_view,
+            "student_view": cfg.data.student_view,
+            "teacher_input_shape": list(shapes[0]),
+            "student_input_shape": list(shapes[1]),
             "num_classes": splits.data.num_classes,
             "split_sizes": {
                 p: int(len(getattr(splits, p))) for p in ("teacher", "proxy", "clients", "test")
@@ -256,6 +292,15 @@ def run_server(
                 )
             ],
             "student": {"spec": cfg.student.model, "parameters": student_params},
+        },
+        "distill": {
+            "loss": cfg.distill.loss,
+            "kind": method.kind if method is not None else "registered logit loss",
+            "knowledge": method.knowledge if method is not None else "logits",
+            "beta": cfg.distill.resolved_beta if method is not None else None,
+            "temperature": cfg.distill.temperature,
+            "alpha": cfg.distill.alpha,
+            "assistants": assistants,
         },
         "communication": {
             "bytes_down": strategy.traffic.total_down,
@@ -330,12 +375,24 @@ def _privacy_summary(
     return out
 
 
+def _view_shapes(cfg: FedkdConfig, splits: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sample shapes of the teachers' and the students' views (config errors raised)."""
+    out = []
+    for key in ("teacher_view", "student_view"):
+        spec = getattr(cfg.data, key)
+        try:
+            out.append(view_shape(spec, splits, cfg.seed))
+        except ValueError as err:
+            raise ConfigError(f"data.{key}={spec!r}: {err}") from None
+    return out[0], out[1]
+
+
 def _fleet(cfg: FedkdConfig, splits: Any) -> DeviceFleet | None:
     """The simulated device fleet (None without ``devices.tiers``); config errors raised."""
     if not cfg.devices.tiers:
         return None
     try:
-        fleet = DeviceFleet(cfg, splits.data.input_shape, splits.data.num_classes)
+        fleet = DeviceFleet(cfg, student_shape(cfg.data, splits, cfg.seed), splits.data.num_classes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     for m in fleet.models:
@@ -403,7 +460,9 @@ def _student_parameters(cfg: FedkdConfig, splits: Any) -> int:
     from fedkd.models import build_model, count_parameters
 
     try:
-        model = build_model(cfg.student.model, splits.data.input_shape, splits.data.num_classes)
+        model = build_model(
+            cfg.student.model, student_shape(cfg.data, splits, cfg.seed), splits.data.num_classes
+        )
     except ValueError as err:
         raise ConfigError(f"student.model={cfg.student.model!r}: {err}") from None
     return count_parameters(model)

@@ -20,6 +20,7 @@ from fedkd.data import cache_dir, make_splits
 from fedkd.errors import ConfigError
 from fedkd.models import build_model, build_seeded_model, count_parameters
 from fedkd.training import accuracy, fit_supervised, make_optimizer, predict_logits
+from fedkd.views import teacher_shape, teacher_x
 
 log = logging.getLogger("fedkd")
 
@@ -150,10 +151,16 @@ def build_teachers(
     only on its own seed, so the result does not depend on ``workers``.
     """
     splits = make_splits(cfg.data, cfg.seed)
-    shape, k = splits.data.input_shape, splits.data.num_classes
-    xt, yt = (torch.from_numpy(a) for a in splits.xy("teacher"))
-    xs, ys = (torch.from_numpy(a) for a in splits.xy("test"))
-    xp = torch.from_numpy(splits.data.x[splits.proxy])
+    k = splits.data.num_classes
+    try:
+        shape = teacher_shape(cfg.data, splits, cfg.seed)
+    except ValueError as err:
+        raise ConfigError(f"data.teacher_view={cfg.data.teacher_view!r}: {err}") from None
+    xt = torch.from_numpy(teacher_x(cfg.data, splits, splits.teacher, cfg.seed))
+    xs = torch.from_numpy(teacher_x(cfg.data, splits, splits.test, cfg.seed))
+    xp = torch.from_numpy(teacher_x(cfg.data, splits, splits.proxy, cfg.seed))
+    yt = torch.from_numpy(splits.data.y[splits.teacher])
+    ys = torch.from_numpy(splits.data.y[splits.test])
     t = cfg.teachers
     specs = [t.models[i % len(t.models)] for i in range(t.count)]
     for spec in specs:

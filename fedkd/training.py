@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedkd.kd_terms import ExtraTerm, StepBatch
+from fedkd.knowledge import features_and_logits
 from fedkd.losses import DistillLoss, get_loss
 
 
@@ -85,12 +87,15 @@ def fit_distill(
     alpha: float,
     gen: torch.Generator,
     loss: str | DistillLoss = "response",
+    extra: ExtraTerm | None = None,
 ) -> DistillStats:
     """Train a student on private data plus soft targets on the proxy set.
 
     Each step takes one proxy batch and one private batch and minimises
-    ``alpha * distill(s(x_proxy), targets, T) + (1 - alpha) * CE(s(x_local), y_local)``,
-    where ``alpha`` is the weight of the *distillation* term. One epoch is
+    ``alpha * [distill(s(x_proxy), targets, T) + beta * extra] + (1 - alpha) *
+    CE(s(x_local), y_local)``, where ``alpha`` is the weight of the *distillation* side
+    and ``extra`` an optional catalogue term (:mod:`fedkd.kd_terms`) of weight
+    ``extra.beta``. One epoch is
     ``ceil(max(len(x_proxy), len(x_local)) / batch_size)`` steps; the shorter side is
     reshuffled and cycled.
 
@@ -100,6 +105,8 @@ def fit_distill(
         Soft targets as logits (not probabilities).
     loss : str or callable
         Registered distillation loss name (see :mod:`fedkd.losses`) or the loss itself.
+    extra : ExtraTerm, optional
+        The catalogue method's own term (hint, rkd, attention, born_again, mutual).
 
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
@@ -116,13 +123,18 @@ def fit_distill(
         tot = kd_tot = ce_tot = 0.0
         for pi, li in epoch:
             # one forward pass over both batches (the models have no batch statistics)
-            if pi is not None and li is not None:
-                out = model(torch.cat([x_proxy[pi], x_local[li]]))
-                s_proxy, s_local = out[: len(pi)], out[len(pi) :]
-            elif pi is not None:
-                s_proxy, s_local = model(x_proxy[pi]), None
+            parts = ([x_proxy[pi]] if pi is not None else []) + (
+                [x_local[li]] if li is not None else []
+            )
+            x = torch.cat(parts) if len(parts) > 1 else parts[0]
+            feats = None
+            if extra is not None and extra.needs_features:
+                feats, out = features_and_logits(model, x)
             else:
-                s_proxy, s_local = None, model(x_local[li])
+                out = model(x)
+            n_p = len(pi) if pi is not None else 0
+            s_proxy = out[:n_p] if pi is not None else None
+            s_local = out[n_p:] if li is not None else None
             total = torch.zeros(())
             if s_proxy is not None:
                 kd = loss_fn(s_proxy, targets[pi], temperature)
@@ -132,9 +144,30 @@ def fit_distill(
                 ce = F.cross_entropy(s_local, y_local[li])
                 total = total + (1.0 - alpha) * ce
                 ce_tot += ce.item()
+            if extra is not None:
+                extra.zero_grad()
+                term = extra.term(
+                    StepBatch(
+                        x=x,
+                        n_proxy=n_p,
+                        pi=pi,
+                        li=li,
+                        logits=out,
+                        features=feats,
+                        targets=targets[pi] if pi is not None else None,
+                        y=y_local[li] if li is not None else None,
+                        temperature=temperature,
+                        alpha=alpha,
+                    )
+                )
+                if term is not None:
+                    total = total + alpha * extra.beta * term
+                    kd_tot += extra.beta * term.item()
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
+            if extra is not None:
+                extra.step()
             tot += total.item()
         n = max(len(epoch), 1)
         stats = DistillStats(tot / n, kd_tot / n, ce_tot / n)

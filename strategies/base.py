@@ -141,6 +141,7 @@ class KDStrategy(Strategy):
         self._round_devices: dict[str, Any] = {}
         self.privacy: PrivacyPlan | None = None
         self.target_rows: np.ndarray | None = None  # pate: the only rows targets may use
+        self.knowledge: np.ndarray | None = None  # teacher features / maps per proxy row
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -241,6 +242,14 @@ class KDStrategy(Strategy):
         self.privacy = plan
         self.target_rows = target_rows
 
+    def set_knowledge(self, knowledge: np.ndarray) -> None:
+        """Send ``knowledge[rows]`` with the soft targets of every instruction.
+
+        ``knowledge`` holds teacher features or attention maps, one entry per proxy row
+        (hint, rkd, attention).
+        """
+        self.knowledge = knowledge
+
     def set_fleet(self, fleet: DeviceFleet) -> None:
         """Simulate device tiers: availability, failures, virtual clock, round policy."""
         self.fleet = fleet
@@ -305,6 +314,9 @@ class KDStrategy(Strategy):
             targets, comp.soft_labels, temperature=self.cfg.distill.temperature, k=comp.topk
         )
         encoded.update(encode_rows(target_idx, keys.PROXY_IDX))
+        if self.knowledge is not None:
+            dtype = np.float16 if comp.features == "fp16" else np.float32
+            encoded[keys.KNOWLEDGE] = self.knowledge[target_idx].astype(dtype)
         if not np.array_equal(target_idx, reply_idx):
             encoded.update(encode_rows(reply_idx, keys.REPLY_IDX))
         arrays = {name: Array(np.ascontiguousarray(a)) for name, a in encoded.items()}

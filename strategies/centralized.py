@@ -25,6 +25,7 @@ from fedkd.data import client_partitions, make_splits
 from fedkd.models import build_seeded_model
 from fedkd.teachers import TeacherBundle
 from fedkd.training import evaluate, fit_distill, make_optimizer
+from fedkd.views import student_shape, student_x
 
 
 class CentralizedKD(KDStrategy):
@@ -39,11 +40,11 @@ class CentralizedKD(KDStrategy):
         super().__init__(cfg, len(splits.proxy), splits.data.num_classes)
         parts = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
         pooled = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        self.x_pool = torch.from_numpy(splits.data.x[pooled])
+        self.x_pool = torch.from_numpy(student_x(cfg.data, splits, pooled, cfg.seed))
         self.y_pool = torch.from_numpy(splits.data.y[pooled])
-        self.x_proxy = torch.from_numpy(splits.data.x[splits.proxy])
-        x_test, y_test = splits.xy("test")
-        self.x_test, self.y_test = torch.from_numpy(x_test), torch.from_numpy(y_test)
+        self.x_proxy = torch.from_numpy(student_x(cfg.data, splits, splits.proxy, cfg.seed))
+        self.x_test = torch.from_numpy(student_x(cfg.data, splits, splits.test, cfg.seed))
+        self.y_test = torch.from_numpy(splits.data.y[splits.test])
         if teachers.count:
             fused = teachers.fused(
                 teachers.proxy_logits,
@@ -55,7 +56,10 @@ class CentralizedKD(KDStrategy):
         else:
             self.targets = torch.zeros((0, self.num_classes))
         self.model = build_seeded_model(
-            cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed
+            cfg.student_model(0),
+            student_shape(cfg.data, splits, cfg.seed),
+            splits.data.num_classes,
+            cfg.seed,
         )
         self.opt = make_optimizer(
             cfg.distill.optimizer, list(self.model.parameters()), cfg.distill.lr

@@ -26,6 +26,7 @@ from fedkd.data import make_splits
 from fedkd.models import build_seeded_model
 from fedkd.teachers import TeacherBundle
 from fedkd.training import fit_distill, fit_supervised, make_optimizer
+from fedkd.views import student_shape, student_x
 
 
 def warm_start_model(
@@ -41,12 +42,16 @@ def warm_start_model(
         return None
     splits = make_splits(cfg.data, cfg.seed)
     model = build_seeded_model(
-        cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed + 17
+        cfg.student_model(0),
+        student_shape(cfg.data, splits, cfg.seed),
+        splits.data.num_classes,
+        cfg.seed + 17,
     )
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
     d = cfg.distill
-    x_lab, y_lab = (torch.from_numpy(a) for a in splits.xy("teacher"))
+    x_lab = torch.from_numpy(student_x(cfg.data, splits, splits.teacher, cfg.seed))
+    y_lab = torch.from_numpy(splits.data.y[splits.teacher])
     if use_teachers and teachers.count:
         targets = teachers.fused(
             teachers.proxy_logits,
@@ -54,7 +59,7 @@ def warm_start_model(
             d.temperature,
             **cfg.fusion_params,
         )
-        x_proxy = torch.from_numpy(splits.data.x[splits.proxy])
+        x_proxy = torch.from_numpy(student_x(cfg.data, splits, splits.proxy, cfg.seed))
         fit_distill(
             model,
             opt,

@@ -24,6 +24,7 @@ from fedkd.data import make_splits
 from fedkd.models import build_seeded_model
 from fedkd.teachers import TeacherBundle
 from fedkd.training import fit_distill, make_optimizer
+from fedkd.views import student_shape, student_x
 
 
 def fedavg_weights(records: list[ArrayRecord], num_examples: np.ndarray) -> ArrayRecord:
@@ -52,9 +53,12 @@ class FedAvgStudents(LocalOnly):
     def __init__(self, cfg: FedkdConfig) -> None:
         splits = make_splits(cfg.data, cfg.seed)
         super().__init__(cfg, len(splits.proxy), splits.data.num_classes)
-        self.x_proxy = torch.from_numpy(splits.data.x[splits.proxy])
+        self.x_proxy = torch.from_numpy(student_x(cfg.data, splits, splits.proxy, cfg.seed))
         self.model = build_seeded_model(
-            cfg.student_model(0), splits.data.input_shape, splits.data.num_classes, cfg.seed
+            cfg.student_model(0),
+            student_shape(cfg.data, splits, cfg.seed),
+            splits.data.num_classes,
+            cfg.seed,
         )
         self.global_weights = ArrayRecord(self.model.state_dict())
 
