@@ -281,7 +281,8 @@ class DistillConfig(_Section):
         None,
         ge=0,
         description="Weight of the catalogue method's own term (unset: the method's "
-        "default: hint 1, rkd 25 (the paper's distance weight), attention 100, born_again 1, mutual 1).",
+        "default: hint 1, rkd 25 (the paper's distance weight), attention 100, "
+        "born_again 1, mutual 1).",
     )
     feature_teacher: int = Field(
         0, ge=0, description="hint / rkd: index of the teacher whose features travel."
