@@ -277,6 +277,20 @@ class DistillConfig(_Section):
         "with @fedkd.register_loss. Catalogue methods minimise alpha * [soft_target + beta "
         "* term] + (1 - alpha) * CE; see docs/losses.md.",
     )
+    temperature: float = Field(4.0, gt=0, description="Softening temperature T > 0.")
+    alpha: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Weight of the distillation term in [0, 1]; 1 - alpha weighs the "
+        "cross-entropy on private data.",
+    )
+    local_epochs: int = Field(5, ge=1, description="Epochs per round (passes over the proxy).")
+    batch_size: int = Field(128, ge=1, description="Proxy and private batch size.")
+    lr: float = Field(1e-2, gt=0, description="Client learning rate.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Client optimizer; its state persists across rounds."
+    )
     beta: float | None = Field(
         None,
         ge=0,
@@ -304,20 +318,6 @@ class DistillConfig(_Section):
     )
     assistant_epochs: int = Field(
         20, ge=1, description="takd: server-side epochs per assistant (teacher split + proxy)."
-    )
-    temperature: float = Field(4.0, gt=0, description="Softening temperature T > 0.")
-    alpha: float = Field(
-        0.7,
-        ge=0,
-        le=1,
-        description="Weight of the distillation term in [0, 1]; 1 - alpha weighs the "
-        "cross-entropy on private data.",
-    )
-    local_epochs: int = Field(5, ge=1, description="Epochs per round (passes over the proxy).")
-    batch_size: int = Field(128, ge=1, description="Proxy and private batch size.")
-    lr: float = Field(1e-2, gt=0, description="Client learning rate.")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field(
-        "adam", description="Client optimizer; its state persists across rounds."
     )
 
     @field_validator("loss")
