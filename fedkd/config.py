@@ -683,6 +683,11 @@ class FedkdConfig(_Section):
                 f"privacy.mode='dp_sgd' supports logit losses only (response, takd or "
                 f"registered ones), not distill.loss={name!r}"
             )
+        if self.privacy.mode == "pate" and method.knowledge != "logits":
+            raise ValueError(
+                f"distill.loss={name!r} sends the teachers' {method.knowledge}, which "
+                "privacy.mode='pate' does not protect; use a logit loss with pate"
+            )
         if name == "takd" and self.privacy.mode == "pate":
             raise ValueError(
                 "distill.loss='takd' cannot be combined with privacy.mode='pate' (the "

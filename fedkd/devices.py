@@ -348,10 +348,13 @@ class DeviceFleet:
         i = self.tier_index(partition)
         tier, model = self.tiers[i], self.models[i]
         d = self.cfg.distill
+        # mutual learning trains `peers` students on the device in the same steps
+        students = d.peers if d.loss == "mutual" else 1
         return client_time(
             bytes_down=bytes_down,
             bytes_up=bytes_up,
-            train_samples=train_samples(
+            train_samples=students
+            * train_samples(
                 n_proxy, n_local, batch_size=d.batch_size, epochs=d.local_epochs, alpha=d.alpha
             ),
             infer_samples=n_reply,

@@ -33,6 +33,16 @@ COMPRESSION_ROWS: dict[str, tuple[str, list[str]]] = {
         ["distill.loss=hint", "compression.features=fp16"],
     ),
 }
+TEACHER_FREE_ROWS: dict[str, tuple[str, list[str]]] = {
+    "response_dsfl": (
+        "dsfl, no teachers: clients distil the server's consensus of their uploads",
+        ["strategy.name=dsfl", "teachers.count=0"],
+    ),
+    "mutual_dsfl": (
+        "the same plus 2 co-located mutual-learning peers per device",
+        ["distill.loss=mutual", "strategy.name=dsfl", "teachers.count=0"],
+    ),
+}
 VIEW_ROWS: dict[str, tuple[str, list[str]]] = {
     "view_downsample4": (
         "students see 1/4 resolution (length 10), teachers the full signal",
@@ -53,6 +63,7 @@ def rows() -> dict[str, list[str]]:
     """Every row's overrides, by row id."""
     out = {name: [f"distill.loss={name}"] for name in LOSS_ROWS}
     out.update({k: v[1] for k, v in COMPRESSION_ROWS.items()})
+    out.update({k: v[1] for k, v in TEACHER_FREE_ROWS.items()})
     out.update({k: v[1] for k, v in VIEW_ROWS.items()})
     return out
 
@@ -123,6 +134,21 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| `{name}` ({m.kind}) | {m.knowledge} | `{m.formula}` | {m.paper} | {beta} | "
             f"{acc[0]} | {acc[1]} | {down} | {up} |"
         )
+    lines += [
+        "",
+        "Config keys: `distill.loss` selects the row; `distill.beta` overrides the method's",
+        "weight; `distill.feature_teacher` (hint, rkd) picks the teacher whose last-block",
+        "features travel (features of different teachers have unrelated channels, so they",
+        "are not averaged; attention maps are averaged over all teachers);",
+        "`compression.features = fp16` halves those bytes; `distill.generations`",
+        "(born_again) cuts the rounds into generations, each starting a fresh student taught",
+        "by the previous one; `distill.peers` (mutual) sets the co-located students per",
+        "device (peer 0 reports and uploads); `distill.assistants` and",
+        "`distill.assistant_epochs` (takd) set the server's assistant chain, largest first.",
+        "`hint`, `rkd` and `attention` need the server's teachers; `born_again` and `mutual`",
+        "also work without (e.g. `strategy.name=dsfl`, below). Methods with a client-side",
+        "term train one client after another even on the vectorized engine.",
+    ]
     ta = (results.get("takd") or {}).get("assistants")
     if ta:
         chain = ", ".join(f"`{a['spec']}` {_pct(a['test_accuracy'])}" for a in ta)
@@ -157,9 +183,35 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "(`hint_fp16` is compared with `hint`, the other rows with `response`.)",
         "",
+        "## Online (mutual) learning without a pre-trained teacher",
+        "",
+        "Between devices, the server's consensus of the clients' uploads (`dsfl`: entropy-",
+        "reduced mean of the probabilities) is what peers learn from; on a device,",
+        "`distill.loss=mutual` adds co-located peers.",
+        "",
+        "| row | `--set` | mean acc. | p10 | local-only | down / round | up / round |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, (label, sets) in TEACHER_FREE_ROWS.items():
+        r = results.get(key)
+        if not r:
+            lines.append(f"| {label} | `{' '.join(sets)}` | not run | | | | |")
+            continue
+        lines.append(
+            f"| {label} | `{' '.join(sets)}` | {_pct(r['mean'])} | {_pct(r['p10'])} | "
+            f"{_pct(r['local_only'])} | {_mb(r['train_down_per_round'])} | "
+            f"{_mb(r['train_up_per_round'])} |"
+        )
+    lines += [
+        "",
         "## Cross-modal views",
         "",
-        "Teachers see `data.teacher_view` (here the full signal), students `data.student_view`.",
+        "Teachers see `data.teacher_view` (here the full signal), students `data.student_view`:",
+        "`full`, `downsample:K` (mean of every K positions), `crop:A:B` (positions A..B-1),",
+        "`channels:I,J` (sensors of (C, L) data), `noise:S` (fixed Gaussian noise) or",
+        "`array:NAME` (another array of your npz with one row per sample, e.g. a second",
+        "modality). Teachers train and label the proxy set on their view; students see",
+        "theirs of the same proxy rows, of their private data and of the test set.",
         '"Local-only" is the same students on the same view trained on their private data',
         "alone (no teacher, no federation), measured in the same run.",
         "",

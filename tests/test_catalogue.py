@@ -213,6 +213,11 @@ def test_takd_teaches_clients_with_the_last_assistant(runs):
             "supports logit losses only",
         ),
         (["distill.loss=hint", "distill.feature_teacher=2"], "outside 0..1"),
+        (
+            ["distill.loss=attention", "privacy.mode=pate", "privacy.epsilon=4"],
+            "sends the teachers' attention, which privacy.mode='pate' does not protect",
+        ),
+        (["distill.loss=takd", "privacy.mode=pate", "privacy.epsilon=4"], "cannot be combined"),
         (["distill.peers=1"], "distill.peers=1"),
         (["distill.assistants=['resnet']"], "unknown model family 'resnet'"),
         (["data.student_view=blur:3"], "unknown view 'blur:3'; allowed: full, downsample:K"),
@@ -233,3 +238,16 @@ def test_cli_rejects_a_view_that_does_not_fit_the_data_with_exit_2(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "data.student_view='crop:0:99'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mutual_peers_count_in_the_virtual_clock():
+    from fedkd.devices import DeviceFleet
+
+    tiers = ["devices.tiers=[{name='phone', preset='low_end_phone', share=1.0}]"]
+    args = {"bytes_down": 0, "bytes_up": 0, "n_proxy": 400, "n_local": 100, "n_reply": 0}
+    one = DeviceFleet(load_config(TINY, tiers), (40,), 10).time(0, **args)
+    three = DeviceFleet(
+        load_config(TINY, [*tiers, "distill.loss=mutual", "distill.peers=3"]), (40,), 10
+    ).time(0, **args)
+    assert three.compute_s == pytest.approx(3 * one.compute_s)
+    assert three.download_s == one.download_s
