@@ -501,7 +501,7 @@ def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:
                 opt.load_state_dict(aux["adapter_opt"])
             return HintTerm(beta, job.knowledge, adapter, opt)
         if method.name == "rkd":
-            return RKDTerm(beta, job.knowledge)
+            return RKDTerm(beta, job.knowledge, rows=cfg.distill.relation_batch)
         return AttentionTerm(beta, job.knowledge)
     if method.name == "born_again":
         gen = generation_of(job.rnd, cfg.rounds, cfg.distill.generations)

@@ -301,6 +301,12 @@ class DistillConfig(_Section):
     feature_teacher: int = Field(
         0, ge=0, description="hint / rkd: index of the teacher whose features travel."
     )
+    relation_batch: int = Field(
+        64,
+        ge=3,
+        description="rkd: relations (distances, triplet angles) are computed among the "
+        "first this-many rows of each (shuffled) proxy batch; the angle term costs O(n^3).",
+    )
     generations: int = Field(
         2,
         ge=1,

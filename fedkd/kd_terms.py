@@ -103,12 +103,21 @@ class HintTerm(_TeacherKnowledgeTerm):
 
 
 class RKDTerm(_TeacherKnowledgeTerm):
-    """Relational KD on the proxy batch's flattened last-block features."""
+    """Relational KD on the proxy batch's flattened last-block features.
+
+    Relations are taken among the first ``rows`` samples of each (shuffled) proxy batch:
+    the angle term costs O(rows**3).
+    """
+
+    def __init__(self, beta: float, knowledge: torch.Tensor, rows: int = 64) -> None:
+        super().__init__(beta, knowledge)
+        self.rows = rows
 
     def term(self, batch: StepBatch) -> torch.Tensor | None:  # noqa: D102
         if batch.pi is None or batch.features is None or len(batch.pi) < 3:
             return None
-        return rkd_loss(batch.features[: batch.n_proxy], self.knowledge[batch.pi])
+        n = min(batch.n_proxy, self.rows)
+        return rkd_loss(batch.features[:n], self.knowledge[batch.pi[:n]])
 
 
 class AttentionTerm(_TeacherKnowledgeTerm):

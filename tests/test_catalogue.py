@@ -251,3 +251,14 @@ def test_mutual_peers_count_in_the_virtual_clock():
     ).time(0, **args)
     assert three.compute_s == pytest.approx(3 * one.compute_s)
     assert three.download_s == one.download_s
+
+
+def test_rkd_relations_use_the_first_relation_batch_rows():
+    from fedkd.kd_terms import RKDTerm, StepBatch
+    from fedkd.losses.rkd import rkd_loss
+
+    feats, know = torch.randn(10, 3, 2), torch.randn(20, 4)
+    pi = torch.arange(10, 20)
+    batch = StepBatch(feats, 10, pi, None, torch.zeros(10, 5), feats, None, None, 4.0, 0.7)
+    got = RKDTerm(1.0, know, rows=6).term(batch)
+    assert torch.equal(got, rkd_loss(feats[:6], know[10:16]))

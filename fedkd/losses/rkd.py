@@ -10,9 +10,19 @@ import torch
 import torch.nn.functional as F
 
 
+def _gram_distances(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram matrix ``G = E E^T`` and the pairwise distances (0 on the diagonal).
+
+    ``||e_i - e_j||^2 = G_ii + G_jj - 2 G_ij`` costs O(N^2 D), not an (N, N, D) tensor.
+    """
+    gram = emb @ emb.T
+    sq = gram.diagonal().unsqueeze(0) + gram.diagonal().unsqueeze(1) - 2 * gram
+    off = 1 - torch.eye(len(emb), dtype=emb.dtype, device=emb.device)
+    return gram, sq.clamp(min=1e-12).sqrt() * off
+
+
 def _pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
-    sq = (emb.unsqueeze(0) - emb.unsqueeze(1)).pow(2).sum(-1)
-    return sq.clamp(min=1e-12).sqrt() * (1 - torch.eye(len(emb), dtype=emb.dtype))
+    return _gram_distances(emb)[1]
 
 
 def _normalized_distances(emb: torch.Tensor) -> torch.Tensor:
@@ -33,9 +43,18 @@ def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> t
 
 
 def _angles(emb: torch.Tensor) -> torch.Tensor:
-    # cos of the angle at j between (e_i - e_j) and (e_k - e_j), for all (i, j, k)
-    diff = F.normalize(emb.unsqueeze(0) - emb.unsqueeze(1), p=2, dim=2)  # [j, i] = e_i - e_j
-    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
+    """Cosines of the angle at j between ``e_i - e_j`` and ``e_k - e_j``, for all (j, i, k).
+
+    From the Gram matrix: ``<e_i - e_j, e_k - e_j> = G_ik - G_ij - G_jk + G_jj``, divided by
+    both distances; O(N^2 D + N^3) with no (N, N, D) tensor. Degenerate angles (i = j,
+    k = j, or coinciding embeddings) are 0.
+    """
+    gram, dist = _gram_distances(emb)
+    g_jj = gram.diagonal().view(-1, 1, 1)
+    dot = gram.unsqueeze(0) - gram.unsqueeze(2) - gram.unsqueeze(1) + g_jj  # [j, i, k]
+    valid = dist > 1e-6  # [j, i]
+    inv = torch.where(valid, 1.0 / dist.clamp(min=1e-6), torch.zeros_like(dist))
+    return (dot * inv.unsqueeze(2) * inv.unsqueeze(1)).flatten()
 
 
 def rkd_angle_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
