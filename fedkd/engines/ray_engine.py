@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import uuid4
 
@@ -77,6 +77,17 @@ class ClientActor:
         except Exception as err:  # noqa: BLE001 - the node's error reply
             return None, None, f"{type(err).__name__}: {err}"
         return reply, context.state, None
+
+
+@dataclass
+class _PoolSpec:
+    """What one tier's actor pool asks of the Ray cluster (before actors exist)."""
+
+    name: str
+    cpus: float
+    memory: float  # bytes per actor
+    actors: int
+    explicit: bool  # ``actors`` set by the user (too much is then a config error)
 
 
 @dataclass
@@ -161,20 +172,22 @@ class RayGrid(InProcessGrid):
         with explicit ``actors`` that is a config error.
         """
         tiers = self._cfg.devices.tiers
-        # name, cpus, memory bytes, actors, explicit
-        specs: list[tuple[str, float, float, int, bool]] = []
+        specs: list[_PoolSpec] = []
         if not tiers:
-            specs.append(("default", 1.0, 0.0, max(1, int(total_cpus)), False))
+            specs.append(_PoolSpec("default", 1.0, 0.0, max(1, int(total_cpus)), False))
         else:
             share = sum(t.share for t in tiers)
             for t in tiers:
                 auto = max(1, int(total_cpus * t.share / share / t.cpus))
                 specs.append(
-                    (t.name, t.cpus, t.memory_mb * 2**20, t.actors or auto, bool(t.actors))
+                    _PoolSpec(t.name, t.cpus, t.memory_mb * 2**20, t.actors or auto, bool(t.actors))
                 )
-        explicit = any(e for *_, e in specs)
-        for what, i, total in (("CPUs", 1, total_cpus), ("bytes of memory", 2, total_memory)):
-            need = sum(spec[i] * spec[3] for spec in specs)
+        explicit = any(spec.explicit for spec in specs)
+        for what, field, total in (
+            ("CPUs", "cpus", total_cpus),
+            ("bytes of memory", "memory", total_memory),
+        ):
+            need = sum(getattr(spec, field) * spec.actors for spec in specs)
             if need <= total + 1e-9:
                 continue
             if explicit:
@@ -192,21 +205,18 @@ class RayGrid(InProcessGrid):
                 total,
                 100 * scale,
             )
-            specs = [
-                tuple(v * scale if j == i else v for j, v in enumerate(spec))  # type: ignore[misc]
-                for spec in specs
-            ]
+            specs = [replace(spec, **{field: getattr(spec, field) * scale}) for spec in specs]
         pools = []
-        for name, cpus, memory, count, _ in specs:
-            pool = _Pool(name, cpus, int(memory), [])
-            pool.actors = [self._new_actor(pool) for _ in range(count)]
+        for spec in specs:
+            pool = _Pool(spec.name, spec.cpus, int(spec.memory), [])
+            pool.actors = [self._new_actor(pool) for _ in range(spec.actors)]
             pools.append(pool)
             log.info(
                 "ray pool %s: %d actor(s), %.2f CPU and %.0f MB each",
-                name,
-                count,
-                cpus,
-                memory / 2**20,
+                spec.name,
+                spec.actors,
+                spec.cpus,
+                spec.memory / 2**20,
             )
         return pools
 
