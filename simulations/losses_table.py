@@ -5,7 +5,8 @@
 
 Each row is ``fedkd run simulations/quickstart.toml`` with the row's ``--set`` overrides.
 Results are kept in ``OUT/table.json`` (a rerun skips rows already measured unless
-``--force``), and ``docs/losses.md`` (``--doc``) is rewritten from them. Formulas and
+``--force``) and copied to ``docs/results/losses_table.json``; ``docs/losses.md``
+(``--doc``) is rewritten from them (a test checks it matches). Formulas and
 papers come from the catalogue in :mod:`fedkd.knowledge`, so the doc cannot drift from
 the code.
 """
@@ -101,6 +102,11 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def _cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (pipes escaped, also in code spans)."""
+    return text.replace("|", "\\|")
+
+
 def _mb(v: float) -> str:
     return f"{v / 1e6:.2f} MB"
 
@@ -139,7 +145,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         up = _mb(r["train_up_per_round"]) if r else "-"
         beta = "-" if m.default_beta == 0 else f"{m.default_beta:g}"
         lines.append(
-            f"| `{name}` ({m.kind}) | {m.knowledge} | `{m.formula}` | {m.paper} | {beta} | "
+            f"| `{name}` ({m.kind}) | {m.knowledge} | `{_cell(m.formula)}` | {m.paper} | {beta} | "
             f"{acc[0]} | {acc[1]} | {down} | {up} |"
         )
     lines += [
@@ -263,6 +269,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated row ids")
     parser.add_argument("--force", action="store_true", help="rerun rows already measured")
     parser.add_argument("--doc", default="docs/losses.md")
+    parser.add_argument(
+        "--results", default="docs/results/losses_table.json", help="measured rows, kept"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,6 +291,7 @@ def main() -> None:
         }
         path.write_text(json.dumps(store, indent=2))
         print(key, f"{time.perf_counter() - t0:.0f} s", json.dumps(store["rows"][key]), flush=True)
+    Path(args.results).write_text(json.dumps(store, indent=2) + "\n")
     Path(args.doc).write_text(render(store["rows"], store["meta"]))
     print(f"wrote {args.doc}")
 
