@@ -179,8 +179,9 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     if ta:
         chain = ", ".join(f"`{a['spec']}` {_pct(a['test_accuracy'])}" for a in ta)
         lines += ["", f"`takd` assistant chain (test accuracy): {chain}."]
+    if lines[-1]:
+        lines.append("")
     lines += [
-        "",
         "## Soft-label compression",
         "",
         "| row | `--set` | mean acc. | vs fp32 | down / round | vs fp32 | up / round |",
