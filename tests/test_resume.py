@@ -41,9 +41,13 @@ def _rows(path: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("engine", ["inprocess", "vectorized"])
-def test_kill_9_then_resume_gives_the_uninterrupted_summary(tmp_path, engine):
-    over = [*OVERRIDES, f"engine={engine}"]
+@pytest.mark.parametrize(
+    ("engine", "loss"),
+    # mutual: the peers kept on each device must survive the kill as well
+    [("inprocess", "response"), ("vectorized", "response"), ("inprocess", "mutual")],
+)
+def test_kill_9_then_resume_gives_the_uninterrupted_summary(tmp_path, engine, loss):
+    over = [*OVERRIDES, f"engine={engine}", f"distill.loss={loss}"]
     full = fedkd.run(TINY, out=tmp_path / "full", overrides=over)
 
     run_dir = tmp_path / "killed"
