@@ -307,6 +307,13 @@ class DistillConfig(_Section):
         description="rkd: relations (distances, triplet angles) are computed among the "
         "first this-many rows of each (shuffled) proxy batch; the angle term costs O(n^3).",
     )
+    rkd_projection: int = Field(
+        0,
+        ge=0,
+        description="rkd: send the teacher's flattened features through a seeded Gaussian "
+        "random projection to this many dimensions (pairwise distances and angles are "
+        "kept approximately, Johnson-Lindenstrauss); 0 sends the features unprojected.",
+    )
     generations: int = Field(
         2,
         ge=1,

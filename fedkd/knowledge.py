@@ -139,8 +139,25 @@ def predict_features(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) 
     return torch.cat([features_and_logits(model, c)[0] for c in x.split(batch_size)])
 
 
+def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """``(N, ...)`` features flattened and multiplied by a seeded ``N(0, 1/dim)`` matrix.
+
+    Johnson-Lindenstrauss: pairwise distances (and so RKD's relations) are kept up to a
+    relative error of about ``1/sqrt(dim)``, at ``dim`` floats per row.
+    """
+    flat = features.reshape(len(features), -1)
+    rng = np.random.default_rng([seed, 43])
+    proj = rng.standard_normal((flat.shape[1], dim)).astype(np.float32) / np.sqrt(dim)
+    return (flat @ proj).astype(np.float32)
+
+
 def teacher_knowledge(
-    method: Method, teachers: list[nn.Module], x_proxy: torch.Tensor, feature_teacher: int
+    method: Method,
+    teachers: list[nn.Module],
+    x_proxy: torch.Tensor,
+    feature_teacher: int,
+    projection: int = 0,
+    seed: int = 0,
 ) -> np.ndarray | None:
     """What ``method`` sends besides logits, for every proxy row (None: nothing).
 
@@ -148,6 +165,7 @@ def teacher_knowledge(
     (features of different teachers have unrelated channels, so they are not averaged).
     ``attention``: the mean over all teachers of their normalised attention maps
     ``(P, L)``, renormalised (maps of other lengths are resampled to the first's).
+    ``projection > 0`` (rkd only): the features go through :func:`random_projection`.
     """
     from fedkd.losses.attention import attention_map
 
@@ -160,7 +178,10 @@ def teacher_knowledge(
             raise ValueError(
                 f"distill.feature_teacher={feature_teacher} outside 0..{len(teachers) - 1}"
             )
-        return predict_features(teachers[feature_teacher], x_proxy).numpy().astype(np.float32)
+        feats = predict_features(teachers[feature_teacher], x_proxy).numpy().astype(np.float32)
+        if projection and method.name == "rkd":
+            return random_projection(feats, projection, seed)
+        return feats
     maps = [attention_map(predict_features(t, x_proxy)) for t in teachers]
     length = maps[0].shape[1]
     maps = [

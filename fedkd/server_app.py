@@ -148,7 +148,12 @@ def run_server(
         x_proxy = torch.from_numpy(teacher_x(cfg.data, splits, splits.proxy, cfg.seed))
         try:
             knowledge = teacher_knowledge(
-                method, teachers.models, x_proxy, cfg.distill.feature_teacher
+                method,
+                teachers.models,
+                x_proxy,
+                cfg.distill.feature_teacher,
+                projection=cfg.distill.rkd_projection,
+                seed=cfg.seed,
             )
         except ValueError as err:
             raise ConfigError(f"distill.loss={method.name!r}: {err}") from None

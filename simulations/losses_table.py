@@ -40,7 +40,13 @@ COMPRESSION_ROWS: dict[str, tuple[str, list[str]]] = {
         "hint with fp16 teacher features",
         ["distill.loss=hint", "compression.features=fp16"],
     ),
+    "rkd_proj32": (
+        "rkd with teacher features projected to 32 dimensions",
+        ["distill.loss=rkd", "distill.rkd_projection=32"],
+    ),
 }
+REFERENCE = {"hint_fp16": "hint", "rkd_proj32": "rkd"}
+"""Compression rows compared with another loss row than ``response``."""
 TEACHER_FREE_ROWS: dict[str, tuple[str, list[str]]] = {
     "response_dsfl": (
         "dsfl, no teachers: clients distil the server's consensus of their uploads",
@@ -197,7 +203,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         if not r:
             lines.append(f"| {label} | `{' '.join(sets)}` | not run | | | | |")
             continue
-        ref = results.get("hint" if key.startswith("hint") else "response")
+        ref = results.get(REFERENCE.get(key, "response"))
         d_acc = f"{100 * (r['mean'] - ref['mean']):+.2f} pt" if ref else "-"
         d_bytes = (
             f"{100 * r['train_down_per_round'] / ref['train_down_per_round']:.1f}%" if ref else "-"
@@ -208,7 +214,8 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "(`hint_fp16` is compared with `hint`, the other rows with `response`.)",
+        "(`hint_fp16` is compared with `hint`, `rkd_proj32` with `rkd`, the other rows",
+        "with `response`.)",
         "",
         "## Online (mutual) learning without a pre-trained teacher",
         "",

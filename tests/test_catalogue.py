@@ -262,3 +262,38 @@ def test_rkd_relations_use_the_first_relation_batch_rows():
     batch = StepBatch(feats, 10, pi, None, torch.zeros(10, 5), feats, None, None, 4.0, 0.7)
     got = RKDTerm(1.0, know, rows=6).term(batch)
     assert torch.equal(got, rkd_loss(feats[:6], know[10:16]))
+
+
+def test_rkd_random_projection_keeps_relations_at_a_tenth_of_the_floats():
+    from fedkd.knowledge import random_projection
+    from fedkd.losses.rkd import _pairwise_distances, rkd_loss
+
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(64, 10, 32)).astype(np.float32)  # quickstart teacher: 320 floats
+    low = random_projection(feats, 32, seed=0)
+    assert low.shape == (64, 32)
+    assert np.array_equal(low, random_projection(feats, 32, seed=0))
+    d_full = _pairwise_distances(torch.from_numpy(feats.reshape(64, -1)))
+    d_low = _pairwise_distances(torch.from_numpy(low))
+    off = ~torch.eye(64, dtype=torch.bool)
+    ratio = d_low[off] / d_full[off]
+    assert abs(float(ratio.mean()) - 1) < 0.05 and float(ratio.std()) < 0.2
+    # a student matching the full features has a small RKD loss against the projection
+    student = torch.from_numpy(feats.reshape(64, -1))
+    assert rkd_loss(student, torch.from_numpy(low)).item() < 0.05
+
+
+def test_rkd_projection_shrinks_what_travels(tmp_path):
+    s = fedkd.run(
+        TINY,
+        overrides=["distill.loss=rkd", "distill.rkd_projection=8", "baselines.local_only=false"],
+        out=tmp_path / "run",
+    ).summary
+    plain = fedkd.run(
+        TINY, overrides=["baselines.local_only=false"], out=tmp_path / "plain"
+    ).summary
+    extra = (
+        s["communication"]["by_phase_down"]["train"]
+        - plain["communication"]["by_phase_down"]["train"]
+    )
+    assert 8 * 400 * 8 * 4 <= extra <= 8 * 400 * 8 * 4 + 8 * 256  # 8 floats per row, not 80
