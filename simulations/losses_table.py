@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,22 @@ def _mb(v: float) -> str:
     return f"{v / 1e6:.2f} MB"
 
 
+Cells = Callable[[str, dict[str, Any]], list[str]]
+
+
+def _table_rows(
+    specs: dict[str, tuple[str, list[str]]], results: dict[str, Any], cells: Cells, width: int
+) -> list[str]:
+    """One Markdown row per spec: label, ``--set``, then ``cells(key, result)`` or "not run"."""
+    out = []
+    for key, (label, sets) in specs.items():
+        r = results.get(key)
+        values = cells(key, r) if r else ["not run"]
+        values += [""] * (width - 2 - len(values))
+        out.append(f"| {label} | `{' '.join(sets)}` | " + " | ".join(values) + " |")
+    return out
+
+
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     """``docs/losses.md`` from the measured rows."""
     base = results.get("response")
@@ -177,10 +194,9 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "| row | `--set` | mean acc. | p10 |",
         "|---|---|---|---|",
     ]
-    for key, (label, sets) in LONGER_ROWS.items():
-        r = results.get(key)
-        acc = (_pct(r["mean"]), _pct(r["p10"])) if r else ("not run", "")
-        lines.append(f"| {label} | `{' '.join(sets)}` | {acc[0]} | {acc[1]} |")
+    lines += _table_rows(
+        LONGER_ROWS, results, lambda _k, r: [_pct(r["mean"]), _pct(r["p10"])], width=4
+    )
     ta = (results.get("takd") or {}).get("assistants")
     if ta:
         chain = ", ".join(f"`{a['spec']}` {_pct(a['test_accuracy'])}" for a in ta)
@@ -198,20 +214,19 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| fp32 (reference) | - | {_pct(base['mean'])} | - | "
             f"{_mb(base['train_down_per_round'])} | 100% | {_mb(base['train_up_per_round'])} |"
         )
-    for key, (label, sets) in COMPRESSION_ROWS.items():
-        r = results.get(key)
-        if not r:
-            lines.append(f"| {label} | `{' '.join(sets)}` | not run | | | | |")
-            continue
+
+    def compression_cells(key: str, r: dict[str, Any]) -> list[str]:
         ref = results.get(REFERENCE.get(key, "response"))
-        d_acc = f"{100 * (r['mean'] - ref['mean']):+.2f} pt" if ref else "-"
-        d_bytes = (
-            f"{100 * r['train_down_per_round'] / ref['train_down_per_round']:.1f}%" if ref else "-"
-        )
-        lines.append(
-            f"| {label} | `{' '.join(sets)}` | {_pct(r['mean'])} | {d_acc} | "
-            f"{_mb(r['train_down_per_round'])} | {d_bytes} | {_mb(r['train_up_per_round'])} |"
-        )
+        down = r["train_down_per_round"]
+        return [
+            _pct(r["mean"]),
+            f"{100 * (r['mean'] - ref['mean']):+.2f} pt" if ref else "-",
+            _mb(down),
+            f"{100 * down / ref['train_down_per_round']:.1f}%" if ref else "-",
+            _mb(r["train_up_per_round"]),
+        ]
+
+    lines += _table_rows(COMPRESSION_ROWS, results, compression_cells, width=7)
     lines += [
         "",
         "(`hint_fp16` is compared with `hint`, `rkd_proj32` with `rkd`, the other rows",
@@ -226,16 +241,18 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "| row | `--set` | mean acc. | p10 | local-only | down / round | up / round |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, (label, sets) in TEACHER_FREE_ROWS.items():
-        r = results.get(key)
-        if not r:
-            lines.append(f"| {label} | `{' '.join(sets)}` | not run | | | | |")
-            continue
-        lines.append(
-            f"| {label} | `{' '.join(sets)}` | {_pct(r['mean'])} | {_pct(r['p10'])} | "
-            f"{_pct(r['local_only'])} | {_mb(r['train_down_per_round'])} | "
-            f"{_mb(r['train_up_per_round'])} |"
-        )
+    lines += _table_rows(
+        TEACHER_FREE_ROWS,
+        results,
+        lambda _k, r: [
+            _pct(r["mean"]),
+            _pct(r["p10"]),
+            _pct(r["local_only"]),
+            _mb(r["train_down_per_round"]),
+            _mb(r["train_up_per_round"]),
+        ],
+        width=7,
+    )
     lines += [
         "",
         "## Cross-modal views",
@@ -252,18 +269,13 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "| row | `--set` | student input | mean acc. | local-only | gain |",
         "|---|---|---|---|---|---|",
     ]
-    for key, (label, sets) in VIEW_ROWS.items():
-        r = results.get(key)
-        if not r:
-            lines.append(f"| {label} | `{' '.join(sets)}` | | not run | | |")
-            continue
-        gain = (
-            f"{100 * (r['mean'] - r['local_only']):+.2f} pt" if r["local_only"] is not None else "-"
-        )
-        lines.append(
-            f"| {label} | `{' '.join(sets)}` | {tuple(r['student_input_shape'])} | "
-            f"{_pct(r['mean'])} | {_pct(r['local_only'])} | {gain} |"
-        )
+
+    def view_cells(_key: str, r: dict[str, Any]) -> list[str]:
+        local = r["local_only"]
+        gain = f"{100 * (r['mean'] - local):+.2f} pt" if local is not None else "-"
+        return [str(tuple(r["student_input_shape"])), _pct(r["mean"]), _pct(local), gain]
+
+    lines += _table_rows(VIEW_ROWS, results, view_cells, width=6)
     lines += ["", "Wall times (contended 2-core machine unless noted):", ""]
     for key, r in results.items():
         lines.append(f"- `{key}`: {r['wall_time_s']:.0f} s")
