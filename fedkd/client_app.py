@@ -41,6 +41,7 @@ from fedkd.losses import ROW_LOSSES
 from fedkd.losses.born_again import generation_of
 from fedkd.losses.hint import HintAdapter
 from fedkd.models import build_seeded_model
+from fedkd.parse_lock import record_numpy, record_state_dict
 from fedkd.privacy.client_dp import clip_upload, local_noise
 from fedkd.training import (
     DistillStats,
@@ -275,7 +276,7 @@ class _TrainJob:
 def _prepare_train(msg: Message, context: Context) -> _TrainJob:
     cfg, shared, pid = _setup(context)
     record = msg.content.array_records[keys.TARGETS]
-    targets = {name: record[name].numpy() for name in record}
+    targets = record_numpy(record)
     proxy_idx = torch.from_numpy(decode_rows(targets, keys.PROXY_IDX))
     soft = torch.from_numpy(decode(targets, shared.num_classes))
     knowledge = (
@@ -351,7 +352,7 @@ def _adopt_weights(
     cfg: FedkdConfig, model: torch.nn.Module, record: ArrayRecord
 ) -> torch.optim.Optimizer:
     """Load a global student (fedavg, feddf) into ``model``; a fresh optimizer for it."""
-    state = record.to_torch_state_dict()
+    state = record_state_dict(record)
     own = model.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise ValueError(

@@ -8,6 +8,7 @@ models fedkd simulates, this is several times faster.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +18,27 @@ from torch import nn
 from fedkd.kd_terms import ExtraTerm, StepBatch
 from fedkd.knowledge import features_and_logits
 from fedkd.losses import DistillLoss, get_loss
+from fedkd.parse_lock import PARSE_LOCK
+
+_FIRST_OPTIMIZER = threading.Event()
 
 
 def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """Build optimizer ``name`` (``adam``, ``sgd`` with momentum 0.9, ``adamw``).
 
-    Adam and AdamW use the fused CPU kernel (about 20% faster for small students).
+    Adam and AdamW use the fused CPU kernel (about 20% faster for small students). The
+    first one built in a process imports ``torch._dynamo`` (which parses ASTs); it is built
+    under :data:`fedkd.parse_lock.PARSE_LOCK` so client threads cannot race it.
     """
+    if not _FIRST_OPTIMIZER.is_set():
+        with PARSE_LOCK:
+            opt = _make_optimizer(name, params, lr)
+            _FIRST_OPTIMIZER.set()
+            return opt
+    return _make_optimizer(name, params, lr)
+
+
+def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, fused=True)
     if name == "adamw":
