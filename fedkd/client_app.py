@@ -52,7 +52,7 @@ from fedkd.training import (
     predict_logits,
 )
 from fedkd.vectorized import Cohort, Member
-from fedkd.views import student_shape, student_x, transform
+from fedkd.views import student_shape, student_x, view_samples
 
 app = ClientApp()
 
@@ -145,10 +145,8 @@ def _device_file(data: DataConfig, seed: int, path: str) -> tuple[torch.Tensor, 
             f"data-path {path}: label {ds.num_classes - 1} outside the federation's "
             f"{splits.data.num_classes} classes"
         )
-    x = splits.normalize(ds.x)
-    if data.student_view != "full":  # the device's sensor gives the students' view
-        noise = np.random.default_rng([seed, 32]).standard_normal(x.shape, dtype=np.float32)
-        x = transform(data.student_view, x, noise)
+    # the device's sensor gives the students' view
+    x = view_samples(data.student_view, splits.normalize(ds.x), seed)
     return torch.from_numpy(x), torch.from_numpy(ds.y)
 
 
@@ -188,18 +186,30 @@ def _load_student(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     model = _fresh_student(cfg, shared, partition_id)
     opt = make_optimizer(cfg.distill.optimizer, list(model.parameters()), cfg.distill.lr)
-    if _STATE_KEY in context.state:
-        blob = context.state.config_records[_STATE_KEY]["blob"]
-        state = torch.load(io.BytesIO(blob), weights_only=True)  # type: ignore[arg-type]
+    state = _load_blob(context, _STATE_KEY)
+    if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
     return model, opt
 
 
 def _save_student(context: Context, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    _save_blob(context, _STATE_KEY, {"model": model.state_dict(), "opt": opt.state_dict()})
+
+
+def _load_blob(context: Context, key: str) -> dict[str, Any]:
+    """The tensors dict stored under ``key`` in the node's state ({} when absent)."""
+    if key not in context.state:
+        return {}
+    blob = context.state.config_records[key]["blob"]
+    return dict(torch.load(io.BytesIO(blob), weights_only=True))  # type: ignore[arg-type]
+
+
+def _save_blob(context: Context, key: str, state: dict[str, Any]) -> None:
+    """Store a dict of tensors (and plain values) under ``key`` in the node's state."""
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    context.state[_STATE_KEY] = ConfigRecord({"blob": buf.getvalue()})
+    torch.save(state, buf)
+    context.state[key] = ConfigRecord({"blob": buf.getvalue()})
 
 
 def _seed(*parts: int) -> int:
@@ -454,18 +464,12 @@ _AUX_KEY = "fedkd-aux"
 
 def _load_aux(context: Context) -> dict[str, Any]:
     """Modules a catalogue method keeps on the device (adapter, peers, previous generation)."""
-    if _AUX_KEY not in context.state:
-        return {}
-    blob = context.state.config_records[_AUX_KEY]["blob"]
-    return dict(torch.load(io.BytesIO(blob), weights_only=True))  # type: ignore[arg-type]
+    return _load_blob(context, _AUX_KEY)
 
 
 def _save_aux(context: Context, state: dict[str, Any]) -> None:
-    if not state:
-        return
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    context.state[_AUX_KEY] = ConfigRecord({"blob": buf.getvalue()})
+    if state:
+        _save_blob(context, _AUX_KEY, state)
 
 
 def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:

@@ -113,6 +113,18 @@ def view_rows(spec: str, splits: Splits, rows: np.ndarray, seed: int) -> np.ndar
     return transform(spec, splits.data.x[rows], noise)
 
 
+def view_samples(spec: str, x: np.ndarray, seed: int) -> np.ndarray:
+    """View ``spec`` of samples from outside the dataset (a device's own file).
+
+    ``noise:S`` draws its noise from ``seed`` for these samples; ``array:`` views cannot
+    apply (``ValueError``).
+    """
+    noise = None
+    if parse_view(spec)[0] == "noise":
+        noise = np.random.default_rng([seed, 32]).standard_normal(x.shape, dtype=np.float32)
+    return transform(spec, x, noise)
+
+
 def view_shape(spec: str, splits: Splits, seed: int) -> tuple[int, ...]:
     """Shape of one sample under view ``spec`` (``ValueError`` when it does not apply)."""
     return tuple(int(d) for d in view_rows(spec, splits, splits.test[:1], seed).shape[1:])
