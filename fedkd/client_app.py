@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.compression import decode, decode_rows, encode, has_rows
-from fedkd.config import DataConfig, FedkdConfig, load_config
+from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig, load_config
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
 from fedkd.kd_terms import AttentionTerm, BornAgainTerm, ExtraTerm, HintTerm, MutualTerm, RKDTerm
@@ -43,6 +43,7 @@ from fedkd.losses.hint import HintAdapter
 from fedkd.models import build_seeded_model
 from fedkd.parse_lock import record_numpy, record_state_dict
 from fedkd.privacy.client_dp import clip_upload, local_noise
+from fedkd.privacy.noise import TAG_DP_SGD, TAG_LOCAL, noise_source
 from fedkd.training import (
     DistillStats,
     evaluate,
@@ -262,6 +263,7 @@ class _TrainJob:
     dp_noise: float
     dp_clip: float
     dp_local: bool
+    dp_reproducible: bool
 
     def cohort_key(self) -> tuple[object, ...]:
         """Jobs with equal keys can train as one vectorized cohort."""
@@ -351,11 +353,69 @@ def _prepare_train(msg: Message, context: Context) -> _TrainJob:
         lr=lr,
         gen=_generator(cfg, pid, rnd, 0),
         send_weights=bool(conf.get(keys.SEND_WEIGHTS, False)),
-        dp_mode=str(conf.get(keys.DP_MODE, "")),
-        dp_noise=float(conf.get(keys.DP_NOISE, 0.0)),  # type: ignore[arg-type]
-        dp_clip=float(conf.get(keys.DP_CLIP, 0.0)),  # type: ignore[arg-type]
-        dp_local=bool(conf.get(keys.DP_LOCAL, False)),
+        **_dp_parameters(cfg, context, conf),
     )
+
+
+def _dp_parameters(cfg: FedkdConfig, context: Context, conf: ConfigRecord) -> dict[str, Any]:
+    """The DP parameters the client applies this round.
+
+    Local client_dp protects the client from the server, so the server's instruction can
+    never lower it: when the client's own configuration asks for local DP (its node config
+    ``local-dp-noise-multiplier`` / ``local-dp-clip``, set by the device owner, or else the
+    scenario it loaded), it applies at least its own noise multiplier with its own clip,
+    whatever the instruction says.
+    """
+    mode = str(conf.get(keys.DP_MODE, ""))
+    noise = float(conf.get(keys.DP_NOISE, 0.0))  # type: ignore[arg-type]
+    clip = float(conf.get(keys.DP_CLIP, 0.0))  # type: ignore[arg-type]
+    local = bool(conf.get(keys.DP_LOCAL, False))
+    own = _own_local_dp(cfg, context)
+    if own is not None:
+        own_noise, own_clip, reproducible = own
+        return {
+            "dp_mode": "client_dp",
+            "dp_noise": max(own_noise, noise if mode == "client_dp" and local else 0.0),
+            "dp_clip": own_clip,
+            "dp_local": True,
+            "dp_reproducible": reproducible,
+        }
+    return {
+        "dp_mode": mode,
+        "dp_noise": noise,
+        "dp_clip": clip,
+        "dp_local": local,
+        "dp_reproducible": cfg.privacy.reproducible_noise,
+    }
+
+
+def _own_local_dp(cfg: FedkdConfig, context: Context) -> tuple[float, float, bool] | None:
+    """``(noise multiplier, clip, reproducible)`` of the client's own local DP, or None."""
+    node = context.node_config
+    if keys.NODE_LOCAL_DP_NOISE in node:
+        clip = float(node.get(keys.NODE_LOCAL_DP_CLIP, cfg.privacy.clip))  # type: ignore[arg-type]
+        noise = float(node[keys.NODE_LOCAL_DP_NOISE])  # type: ignore[arg-type]
+        if not (noise > 0 and math.isfinite(noise) and clip > 0 and math.isfinite(clip)):
+            raise ValueError(
+                f"node config {keys.NODE_LOCAL_DP_NOISE}={noise} / {keys.NODE_LOCAL_DP_CLIP}="
+                f"{clip}: both must be finite and > 0"
+            )
+        return noise, clip, False  # a device owner's floor: always cryptographic noise
+    p = cfg.privacy
+    if p.mode != "client_dp" or not p.local:
+        return None
+    return _planned_local_noise(p, cfg.rounds), p.clip, p.reproducible_noise
+
+
+@functools.lru_cache(maxsize=8)
+def _planned_local_noise(p: PrivacyConfig, rounds: int) -> float:
+    """Local client_dp's noise multiplier from the client's own config (q = 1)."""
+    from fedkd.privacy.accounting import noise_for_epsilon
+
+    if p.epsilon is not None:
+        return noise_for_epsilon(p.epsilon, 1.0, rounds, p.delta)
+    assert p.noise_multiplier is not None
+    return float(p.noise_multiplier)
 
 
 def _adopt_weights(
@@ -391,18 +451,21 @@ def _finish_train(
     if job.dp_mode == "client_dp" and len(logits):  # clip (and noise) before it leaves
         logits = clip_upload(logits, job.dp_clip)
         if job.dp_local:
-            rng = np.random.default_rng([job.cfg.seed, 42, job.pid, job.rnd])
-            logits = local_noise(logits, job.dp_clip, job.dp_noise, rng)
+            source = noise_source(job.dp_reproducible, job.cfg.seed, TAG_LOCAL, job.pid, job.rnd)
+            logits = local_noise(logits, job.dp_clip, job.dp_noise, source)
+    metrics: dict[str, float | int | list[int]] = {
+        keys.NUM_EXAMPLES: len(job.y_local),
+        keys.PARTITION_ID: job.pid,
+        keys.TRAIN_LOSS: stats.loss,
+        keys.DISTILL_LOSS: stats.distill_loss,
+        keys.CE_LOSS: stats.ce_loss,
+        keys.TEST_ACCURACY: acc,
+    }
+    if job.dp_mode == "client_dp" and job.dp_local:
+        metrics[keys.DP_APPLIED_NOISE] = job.dp_noise
     reply = _reply(
         msg,
-        {
-            keys.NUM_EXAMPLES: len(job.y_local),
-            keys.PARTITION_ID: job.pid,
-            keys.TRAIN_LOSS: stats.loss,
-            keys.DISTILL_LOSS: stats.distill_loss,
-            keys.CE_LOSS: stats.ce_loss,
-            keys.TEST_ACCURACY: acc,
-        },
+        metrics,
         ArrayRecord(
             {name: Array(np.ascontiguousarray(a)) for name, a in _encoded(job, logits).items()}
         ),
@@ -449,8 +512,14 @@ def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
     if job.dp_mode == "dp_sgd":
         from fedkd.privacy.dp_sgd import fit_distill_dp
 
+        source = noise_source(job.dp_reproducible, job.cfg.seed, TAG_DP_SGD, job.pid, job.rnd)
         stats, _ = fit_distill_dp(
-            *args, job.soft, noise_multiplier=job.dp_noise, clip=job.dp_clip, **common
+            *args,
+            job.soft,
+            noise_multiplier=job.dp_noise,
+            clip=job.dp_clip,
+            source=source,
+            **common,
         )
     else:
         stats = fit_distill(*args, job.soft, extra=extra, **common)

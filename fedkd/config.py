@@ -6,10 +6,14 @@ Every field carries a description; ``fedkd config --schema`` prints them all and
 
 from __future__ import annotations
 
+import copy
+import datetime as _dt
 import functools
 import json
 import os
+import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,9 +30,54 @@ from pydantic import (
 from fedkd.errors import ConfigError
 from fedkd.registry import Registry
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+MAX_INT_VALUE = 2**53
+"""Safety net: no integer config value may exceed this in size (each field also has its own
+sane maximum; every float must be finite, see ``_Section``)."""
+MAX_CLASSES = 10_000
+"""Most classes a dataset may have (labels 0..MAX_CLASSES-1); also bounds class counts."""
+MAX_SAMPLES = 100_000_000
+"""Largest split size (a count) a config may ask for."""
+MAX_BATCH = 1_048_576
+"""Largest mini-batch size."""
+MAX_SECONDS = 30 * 24 * 3600.0
+"""Longest timeout or deadline, in seconds (30 days)."""
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Base of every config table: frozen, unknown keys refused, every float finite.
+
+    One generic check runs on every field before its own validation: TOML dates/times,
+    ``true``/``false`` where a number is expected, and integers beyond ``MAX_INT_VALUE``
+    are refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_value(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, _dt.date | _dt.time):
+            raise ValueError(
+                "a TOML date/time is not a value of any fedkd key (quote it for a string)"
+            )
+        field = cls.model_fields.get(info.field_name or "")
+        kinds = _kinds(field.annotation) if field is not None else set()
+        if type(v) is bool and bool not in kinds and kinds & {int, float}:
+            raise ValueError("true/false is not a number")
+        if type(v) is int and abs(v) > MAX_INT_VALUE:
+            raise ValueError(f"integer too large (at most {MAX_INT_VALUE} in size)")
+        return v
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types of a field annotation (``float | int | None`` -> {float, int, None})."""
+    args = typing.get_args(annotation)
+    if not args or typing.get_origin(annotation) is Literal:
+        return {annotation}
+    return {k for a in args for k in _kinds(a)}
 
 
 Size = float | int
@@ -56,18 +106,29 @@ class DataConfig(_Section):
         "and integer labels 'y').",
     )
     num_samples: int = Field(
-        20000, ge=100, description="mnist1d only: samples to generate (train + test pooled)."
+        20000,
+        ge=100,
+        le=10_000_000,
+        description="mnist1d only: samples to generate (train + test pooled).",
     )
     teacher_size: Size = Field(
-        0.4, gt=0, description="Labeled teacher-train split: a fraction (< 1) or a count."
+        0.4,
+        gt=0,
+        le=MAX_SAMPLES,
+        description="Labeled teacher-train split: a fraction (< 1) or a count.",
     )
     proxy_size: Size = Field(
-        0.2, gt=0, description="Public proxy split (labels never used by students)."
+        0.2, gt=0, le=MAX_SAMPLES, description="Public proxy split (labels never used by students)."
     )
     client_pool_size: Size = Field(
-        0.2, gt=0, description="Private data shared out among clients by the partitioner."
+        0.2,
+        gt=0,
+        le=MAX_SAMPLES,
+        description="Private data shared out among clients by the partitioner.",
     )
-    test_size: Size = Field(0.2, gt=0, description="Held-out test split for all accuracies.")
+    test_size: Size = Field(
+        0.2, gt=0, le=MAX_SAMPLES, description="Held-out test split for all accuracies."
+    )
     normalize: bool = Field(
         True, description="Standardise features with the teacher split's mean and std."
     )
@@ -115,12 +176,18 @@ class PartitionConfig(_Section):
         "'classes' (each client holds classes_per_client labels).",
     )
     alpha: float = Field(
-        0.3, gt=0, description="Dirichlet concentration; smaller is more skewed (0.05-100)."
+        0.3,
+        gt=0,
+        le=10_000,
+        description="Dirichlet concentration; smaller is more skewed (0.05-100).",
     )
-    classes_per_client: int = Field(2, ge=1, description="'classes' partitioner only.")
+    classes_per_client: int = Field(
+        2, ge=1, le=MAX_CLASSES, description="'classes' partitioner only."
+    )
     min_size: int = Field(
         4,
         ge=1,
+        le=1_000_000,
         description="Every client ends with at least this many samples: if the "
         "partitioner leaves a client smaller, samples move to it from the largest clients.",
     )
@@ -136,9 +203,9 @@ class TeachersConfig(_Section):
         description="Model specs, cycled over the teachers (e.g. ['cnn:width=32', "
         "'mlp:width=256']).",
     )
-    epochs: int = Field(20, ge=1, description="Training epochs per teacher.")
-    lr: float = Field(1e-2, gt=0, description="Adam learning rate.")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size.")
+    epochs: int = Field(20, ge=1, le=10_000, description="Training epochs per teacher.")
+    lr: float = Field(1e-2, gt=0, le=10, description="Adam learning rate.")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Mini-batch size.")
     bootstrap: bool = Field(
         True, description="Train each teacher on a different bootstrap of the split."
     )
@@ -199,17 +266,21 @@ class StrategyConfig(_Section):
         0.5, ge=0, le=1, description="'hybrid': the teachers' final weight in the targets."
     )
     teacher_decay_rounds: int = Field(
-        10, ge=0, description="'hybrid': rounds over which the teacher weight falls to its floor."
+        10,
+        ge=0,
+        le=100_000,
+        description="'hybrid': rounds over which the teacher weight falls to its floor.",
     )
     trim_fraction: float = Field(
         0.2, ge=0, lt=0.5, description="'trimmed_mean' fusion: share cut at each end."
     )
     era_temperature: float = Field(
-        0.1, gt=0, description="'era' fusion: sharpening temperature (DS-FL uses 0.1)."
+        0.1, gt=0, le=1000, description="'era' fusion: sharpening temperature (DS-FL uses 0.1)."
     )
     warm_start_epochs: int = Field(
         0,
         ge=0,
+        le=10_000,
         description="Epochs of server-side training of the initial student that every "
         "client receives at first contact: KD towards the teachers on the proxy set, or "
         "(no teachers) supervised on the labeled teacher split as in FedMD; 0 = clients "
@@ -218,16 +289,19 @@ class StrategyConfig(_Section):
     server_epochs: int = Field(
         5,
         ge=0,
+        le=10_000,
         description="'feddf': epochs of server-side ensemble distillation of the averaged "
         "student on the proxy rows, per round; 'centralized_kd' ignores it.",
     )
     server_lr: float = Field(
-        1e-3, gt=0, description="'feddf': Adam learning rate of server-side distillation."
+        1e-3, gt=0, le=10, description="'feddf': Adam learning rate of server-side distillation."
     )
     fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of clients sampled per round, in (0, 1]."
     )
-    min_clients: int = Field(1, ge=1, description="Sample at least this many clients.")
+    min_clients: int = Field(
+        1, ge=1, le=1_000_000, description="Sample at least this many clients."
+    )
     proxy_fraction: float = Field(
         1.0,
         gt=0,
@@ -236,17 +310,32 @@ class StrategyConfig(_Section):
         "(a fresh seeded subset per round).",
     )
     max_reply_bytes: int = Field(
-        64 * 2**20, ge=1, description="Replies larger than this are rejected."
+        64 * 2**20, ge=1, le=2**34, description="Replies larger than this are rejected."
+    )
+    min_valid_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The run stops (exit 1, one line naming the phase, the counts and the "
+        "rejection kinds) when fewer than this fraction of the clients asked in a phase "
+        "send a valid reply: discovery, each round's train and evaluate replies, the "
+        "local-only baseline. Rejected replies (broken, out of range, too large, no reply "
+        "within round_timeout_s) count against it; with devices.tiers, replies the round "
+        "policy drops as late and simulated crashes (failure_prob) do not, and void rounds "
+        "are not checked. Discovery and the baseline need at least one valid reply, and a "
+        "run in which no train reply was valid fails, even at 0 (0 = no per-round check).",
     )
     round_timeout_s: float = Field(
         3600.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds the server waits for the replies of one phase; clients that "
         "have not answered by then are counted as 'no reply' and the round goes on.",
     )
     wait_for_clients_s: float = Field(
         300.0,
         ge=0,
+        le=MAX_SECONDS,
         description="At the start, seconds to wait for num_clients nodes to connect "
         "(deployment); the run then goes on with those connected (at least min_clients).",
     )
@@ -277,7 +366,7 @@ class DistillConfig(_Section):
         "with @fedkd.register_loss. Catalogue methods minimise alpha * [soft_target + beta "
         "* term] + (1 - alpha) * CE; see docs/losses.md.",
     )
-    temperature: float = Field(4.0, gt=0, description="Softening temperature T > 0.")
+    temperature: float = Field(4.0, gt=0, le=1000, description="Softening temperature T > 0.")
     alpha: float = Field(
         0.7,
         ge=0,
@@ -285,31 +374,36 @@ class DistillConfig(_Section):
         description="Weight of the distillation term in [0, 1]; 1 - alpha weighs the "
         "cross-entropy on private data.",
     )
-    local_epochs: int = Field(5, ge=1, description="Epochs per round (passes over the proxy).")
-    batch_size: int = Field(128, ge=1, description="Proxy and private batch size.")
-    lr: float = Field(1e-2, gt=0, description="Client learning rate.")
+    local_epochs: int = Field(
+        5, ge=1, le=10_000, description="Epochs per round (passes over the proxy)."
+    )
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Proxy and private batch size.")
+    lr: float = Field(1e-2, gt=0, le=10, description="Client learning rate.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
         "adam", description="Client optimizer; its state persists across rounds."
     )
     beta: float | None = Field(
         None,
         ge=0,
+        le=1e6,
         description="Weight of the catalogue method's own term (unset: the method's "
         "default: hint 1, rkd 25 (the paper's distance weight), attention 100, "
         "born_again 1, mutual 1).",
     )
     feature_teacher: int = Field(
-        0, ge=0, description="hint / rkd: index of the teacher whose features travel."
+        0, ge=0, le=63, description="hint / rkd: index of the teacher whose features travel."
     )
     relation_batch: int = Field(
         64,
         ge=3,
+        le=1024,
         description="rkd: relations (distances, triplet angles) are computed among the "
         "first this-many rows of each (shuffled) proxy batch; the angle term costs O(n^3).",
     )
     rkd_projection: int = Field(
         0,
         ge=0,
+        le=1_000_000,
         description="rkd: send the teacher's flattened features through a seeded Gaussian "
         "random projection to this many dimensions (pairwise distances and angles are "
         "kept approximately, Johnson-Lindenstrauss); 0 sends the features unprojected.",
@@ -317,6 +411,7 @@ class DistillConfig(_Section):
     generations: int = Field(
         2,
         ge=1,
+        le=1000,
         description="born_again: generations; rounds are cut into this many equal parts "
         "and each new generation starts a fresh student taught by the previous one.",
     )
@@ -330,7 +425,10 @@ class DistillConfig(_Section):
         "the teachers into the first, each into the next, the last teaches the clients.",
     )
     assistant_epochs: int = Field(
-        20, ge=1, description="takd: server-side epochs per assistant (teacher split + proxy)."
+        20,
+        ge=1,
+        le=10_000,
+        description="takd: server-side epochs per assistant (teacher split + proxy).",
     )
 
     @field_validator("loss")
@@ -369,6 +467,8 @@ class AttackConfig(_Section):
     )
     scale: float = Field(
         10.0,
+        ge=-1e6,
+        le=1e6,
         description="'scaled_logits': factor on the logits; 'random_logits': noise std in "
         "units of the honest logits' std.",
     )
@@ -377,7 +477,9 @@ class AttackConfig(_Section):
 class EvaluateConfig(_Section):
     """Federated evaluation of the students on the test split."""
 
-    every: int = Field(1, ge=1, description="Evaluate every N rounds (the last always).")
+    every: int = Field(
+        1, ge=1, le=100_000, description="Evaluate every N rounds (the last always)."
+    )
     fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of clients evaluated (the last round: all)."
     )
@@ -406,23 +508,28 @@ class TierConfig(_Section):
         description="Fill unset hardware figures from a preset: 'microcontroller', "
         "'low_end_phone', 'high_end_phone', 'edge_gpu'.",
     )
-    share: float = Field(gt=0, description="Share of the clients in this tier (normalized).")
+    share: float = Field(
+        gt=0, le=1e6, description="Share of the clients in this tier (normalized)."
+    )
     student: str | None = Field(
         None,
         description="Model spec of this tier's students (default: student.model). Only "
         "logits travel, so tiers may mix architectures.",
     )
     gflops: float = Field(
-        gt=0, description="Effective training throughput in GFLOP/s (virtual clock)."
+        gt=0, le=1e9, description="Effective training throughput in GFLOP/s (virtual clock)."
     )
     memory_mb: float = Field(
         gt=0,
+        le=1e9,
         description="Memory a training process may use; a student whose estimated "
         "training memory exceeds it is a config error.",
     )
-    downlink_mbps: float = Field(gt=0, description="Download bandwidth, Mbit/s.")
-    uplink_mbps: float = Field(gt=0, description="Upload bandwidth, Mbit/s.")
-    latency_ms: float = Field(ge=0, description="One-way latency added to each transfer, ms.")
+    downlink_mbps: float = Field(gt=0, le=1e7, description="Download bandwidth, Mbit/s.")
+    uplink_mbps: float = Field(gt=0, le=1e7, description="Upload bandwidth, Mbit/s.")
+    latency_ms: float = Field(
+        ge=0, le=MAX_SECONDS * 1000, description="One-way latency added to each transfer, ms."
+    )
     availability: float = Field(
         gt=0, le=1, description="Probability that a client is online in a round."
     )
@@ -430,10 +537,13 @@ class TierConfig(_Section):
         ge=0, lt=1, description="Probability that a sampled client crashes mid-round."
     )
     cpus: float = Field(
-        1.0, gt=0, description="engine='ray': CPUs each of this tier's actors reserves."
+        1.0, gt=0, le=1024, description="engine='ray': CPUs each of this tier's actors reserves."
     )
     actors: int = Field(
-        0, ge=0, description="engine='ray': actors in this tier's pool (0 = by share of CPUs)."
+        0,
+        ge=0,
+        le=100_000,
+        description="engine='ray': actors in this tier's pool (0 = by share of CPUs).",
     )
 
     @model_validator(mode="before")
@@ -467,13 +577,16 @@ class DevicesConfig(_Section):
         "later than deadline_s virtual seconds; 'over_select' samples k(1 + over_select) "
         "clients and keeps the first k replies.",
     )
-    deadline_s: float = Field(60.0, gt=0, description="'deadline': virtual seconds per round.")
+    deadline_s: float = Field(
+        60.0, gt=0, le=MAX_SECONDS, description="'deadline': virtual seconds per round."
+    )
     over_select: float = Field(
         0.3, ge=0, le=10, description="'over_select': extra share x of clients sampled."
     )
     min_replies: int = Field(
         1,
         ge=1,
+        le=1_000_000,
         description="A round with fewer kept replies is void: the server keeps its "
         "soft targets and the round is marked void in metrics.jsonl.",
     )
@@ -497,7 +610,10 @@ class RayConfig(_Section):
         "at the end.",
     )
     num_cpus: int = Field(
-        0, ge=0, description="CPUs of the local Ray instance (0 = all cores); ignored with address."
+        0,
+        ge=0,
+        le=100_000,
+        description="CPUs of the local Ray instance (0 = all cores); ignored with address.",
     )
 
 
@@ -509,7 +625,7 @@ class CompressionConfig(_Section):
         description="Encoding of soft-target logits: 'fp32', 'fp16', 'int8' (per-row scale, "
         "centred rows) or 'topk' (the k largest logits plus one remainder per row).",
     )
-    topk: int = Field(3, ge=1, description="'topk': logits kept per row.")
+    topk: int = Field(3, ge=1, le=MAX_CLASSES, description="'topk': logits kept per row.")
     features: Literal["fp32", "fp16"] = Field(
         "fp32",
         description="Encoding of teacher features / attention maps (hint, rkd, attention).",
@@ -531,26 +647,49 @@ class PrivacyConfig(_Section):
     )
     epsilon: float | None = Field(
         None,
+        gt=0,
+        le=1000,
         description="Target epsilon: the noise multiplier is solved for it. Unset: epsilon "
         "is reported for privacy.noise_multiplier.",
     )
     delta: float = Field(1e-5, gt=0, lt=1, description="Target delta (must be < 1/N).")
     noise_multiplier: float | None = Field(
-        None, gt=0, description="Noise std in units of the clip (used when epsilon is unset)."
+        None,
+        gt=0,
+        le=1e6,
+        description="Noise std in units of the clip (used when epsilon is unset).",
     )
     clip: float = Field(
         1.0,
-        description="L2 clip: of a client's whole logit upload (client_dp, after the "
-        "logits are centred per row), or of each per-sample gradient (dp_sgd).",
+        gt=0,
+        le=1e6,
+        description="L2 clip: of each row (one proxy sample's logit vector, centred) of a "
+        "client's upload (client_dp; the upload's sensitivity is clip * sqrt(rows)), or of "
+        "each per-sample gradient (dp_sgd).",
     )
     local: bool = Field(
         False,
-        description="client_dp: each client adds the noise to its own upload (local DP); "
-        "default: the server adds it once to the sum (central DP).",
+        description="client_dp: each client adds the noise to its own upload (local DP, "
+        "replace-one sensitivity 2 * clip * sqrt(rows), with the noise parameters the "
+        "client itself holds); default: the server adds it once to the sum (central DP).",
+    )
+    amplification: bool = Field(
+        True,
+        description="client_dp (central): account for privacy amplification by client "
+        "sampling (Poisson, rate q = sampled / all clients, drawn from a cryptographic "
+        "source). false: account every client as present in every round (q = 1), which "
+        "holds whatever decides who takes part (needed with devices.tiers).",
+    )
+    reproducible_noise: bool = Field(
+        False,
+        description="Debugging only: draw DP noise and private sampling from the run seed "
+        "instead of the OS's cryptographic source. Anyone with the seed can then remove the "
+        "noise: summary.json marks the run as not private (privacy.private = false).",
     )
     queries: int = Field(
         500,
         ge=1,
+        le=10_000_000,
         description="pate: proxy rows labeled by the noisy teacher vote (once, before "
         "round 1); students distil on those rows only.",
     )
@@ -573,8 +712,14 @@ class PrivacyConfig(_Section):
 class FedkdConfig(_Section):
     """A fedkd run."""
 
-    name: str = Field("fedkd", description="Run name, used in output folder names.")
-    seed: int = Field(0, ge=0, description="Seed of everything (data, models, sampling).")
+    name: str = Field(
+        "fedkd",
+        description="Run name, used in output folder names (runs/<name>-<time>): 1-64 "
+        "letters, digits, '.', '_' or '-', not starting with '.'.",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of everything (data, models, sampling)."
+    )
     engine: str = Field(
         "inprocess",
         description="Transport for Flower Messages: 'inprocess' (default; one client after "
@@ -584,19 +729,24 @@ class FedkdConfig(_Section):
         "tier, see [ray]).",
     )
     num_clients: int = Field(20, ge=1, le=1_000_000, description="Number of clients.")
-    rounds: int = Field(10, ge=1, description="Federated rounds.")
+    rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
     threads: int = Field(
-        1, ge=1, description="torch intra-op threads per client (1 is fastest for small models)."
+        1,
+        ge=1,
+        le=1024,
+        description="torch intra-op threads per client (1 is fastest for small models).",
     )
     workers: int = Field(
         0,
         ge=0,
+        le=1024,
         description="Clients trained concurrently by the in-process engine (threads); "
         "0 = one per CPU core. Results do not depend on it.",
     )
     cohort_size: int = Field(
         16,
         ge=1,
+        le=100_000,
         description="engine='vectorized': most clients trained together in one batch; "
         "`workers` batches train at once (memory grows with both). 16 measured fastest on "
         "2 CPU cores: smaller cohorts pad private batches less.",
@@ -614,6 +764,17 @@ class FedkdConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # the name becomes a folder name under runs/: no separators, no '..', no hidden dir
+        if not _RUN_NAME.fullmatch(v):
+            raise ValueError(
+                "must be 1-64 letters, digits, '.', '_' or '-', not starting with '.' "
+                "(it names the run's folder under runs/)"
+            )
+        return v
 
     @field_validator("engine")
     @classmethod
@@ -658,12 +819,27 @@ class FedkdConfig(_Section):
             modes = tuple(m for m in modes if m != "pate")
         if p.mode not in modes:
             allowed = ", ".join(modes) or "none"
+            note = getattr(cls, "privacy_note", "")
             raise ValueError(
                 f"privacy.mode={p.mode!r} is not supported by strategy "
-                f"{self.strategy.name!r} (it supports: {allowed})"
+                f"{self.strategy.name!r} (it supports: {allowed}){note}"
             )
         if p.mode == "pate" and self.teachers.count < 2:
             raise ValueError("privacy.mode='pate' needs teachers.count >= 2 (teachers vote)")
+        if p.mode == "pate" and self.strategy.warm_start_epochs:
+            raise ValueError(
+                f"privacy.mode='pate' with strategy.warm_start_epochs="
+                f"{self.strategy.warm_start_epochs}: the warm-start student is trained on "
+                "the teacher split's labels and the non-private teachers, then shipped to "
+                "every client; set strategy.warm_start_epochs=0"
+            )
+        if p.mode == "client_dp" and self.devices.tiers and not p.local and p.amplification:
+            raise ValueError(
+                f"privacy.mode='client_dp' with devices.tiers (policy "
+                f"{self.devices.policy!r}): availability, failures and the round policy "
+                "include some clients far more often than the sampling rate the accountant "
+                "assumes; set privacy.amplification=false (account q = 1) or privacy.local=true"
+            )
         if p.mode == "client_dp" and p.delta >= 1 / self.num_clients:
             raise ValueError(
                 f"privacy.delta={p.delta:g} must be below 1/num_clients = 1/{self.num_clients}"
@@ -767,32 +943,148 @@ def _tier_table(shares: tuple[float, ...], num_clients: int, seed: int) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
-def _format_error(err: ValidationError, data: dict[str, Any]) -> str:
+def _format_error(err: ValidationError, data: Any) -> str:
+    """One line for the first error: the key, its value and what is allowed.
+
+    Errors of one field name it (``devices.tiers[0].share``) and show its value; errors of
+    a whole table or of several fields (model validators) show no table, but the value of
+    every ``section.key`` their message mentions.
+    """
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc, field, model = _walk_loc(first["loc"])
+    key = _key(loc)
+    msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":
-        parent = _section_for(first["loc"][:-1])
+        parent = _walk_loc(loc[:-1])[2]
         allowed = ", ".join(parent.model_fields) if parent else "?"
-        where = (
-            f"in [{'.'.join(map(str, first['loc'][:-1]))}]"
-            if len(first["loc"]) > 1
-            else "at top level"
-        )
-        return f"unknown config key '{loc}'; allowed {where}: {allowed}"
+        where = f"in [{_key(loc[:-1])}]" if len(loc) > 1 else "at top level"
+        return f"unknown config key '{key}'; allowed {where}: {allowed}"
+    if first["type"] == "missing":
+        what = f" ({field.description})" if field is not None and field.description else ""
+        return f"missing config key {key}: it is required{what}"
     value = first.get("input")
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"invalid config value {loc}={value!r}: {msg}"
+    if field is None or isinstance(value, dict):
+        # a table or a cross-field rule: name the fields, never dump the table
+        where = f" [{key}]" if key else ""
+        return f"invalid config{where}: {msg}{_mentioned_values(msg, data)}"
+    allowed = _allowed(field)
+    if allowed and "allowed" not in msg:
+        msg = f"{msg} (allowed: {allowed})"
+    return f"invalid config value {key}={_show(value)}: {msg}"
+
+
+def _walk_loc(
+    loc: tuple[Any, ...],
+) -> tuple[tuple[Any, ...], Any, type[BaseModel] | None]:
+    """Drop pydantic's union tags from ``loc``; the field it ends on and the table it is in.
+
+    Returns ``(clean loc, FieldInfo or None, model of the last table or None)``.
+    """
+    model: type[BaseModel] | None = FedkdConfig
+    ann: Any = None
+    field = None
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(part, int) and typing.get_origin(ann) is list:
+            out.append(part)
+            item = typing.get_args(ann)[0]
+            model = item if isinstance(item, type) and issubclass(item, BaseModel) else None
+            ann, field = item, None
+            continue
+        if model is None or str(part) not in model.model_fields:
+            if field is None and model is not None and not out:
+                out.append(part)  # an unknown top-level key
+            elif model is not None and field is None:
+                out.append(part)
+            continue  # a union member tag such as 'float' or 'function-after[...]'
+        out.append(part)
+        field = model.model_fields[str(part)]
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is not None:
+            field = None
+    return tuple(out), field, model
 
 
 def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = FedkdConfig
+    return _walk_loc(loc)[2]
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    """``('devices', 'tiers', 0, 'share')`` -> ``devices.tiers[0].share``."""
+    out = ""
     for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(v: float) -> str:
+    if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:g}" if float(f"{v:g}") == v else repr(v)
+
+
+def _allowed(field: Any) -> str:
+    """What a numeric field allows, from its bounds: e.g. ``an integer in [1, 100000]``."""
+    kinds = _kinds(field.annotation)
+    if not kinds & {int, float}:
+        return ""
+    lo = hi = ""
+    for m in field.metadata:
+        if getattr(m, "ge", None) is not None:
+            lo = f"[{_number(m.ge)}"
+        elif getattr(m, "gt", None) is not None:
+            lo = f"({_number(m.gt)}"
+        elif getattr(m, "le", None) is not None:
+            hi = f"{_number(m.le)}]"
+        elif getattr(m, "lt", None) is not None:
+            hi = f"{_number(m.lt)})"
+    what = "an integer" if float not in kinds else "a finite number"
+    if lo and hi:
+        what += f" in {lo}, {hi}"
+    elif lo:
+        what += f" {'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+    elif hi:
+        what += f" {'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+    return what + (" or unset" if type(None) in kinds else "")
+
+
+def _mentioned_values(msg: str, data: Any) -> str:
+    """`` [a.b=1, c.d='x']``: the values of the dotted keys ``msg`` names without a value."""
+    shown = []
+    for key in dict.fromkeys(re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+\b", msg)):
+        if re.search(re.escape(key) + r"\s*=", msg):
+            continue
+        found, value = _lookup(data, key.split("."))
+        if found:
+            shown.append(f"{key}={_show(value, 60)}")
+    return f" [{', '.join(shown)}]" if shown else ""
+
+
+def _lookup(data: Any, path: list[str]) -> tuple[bool, Any]:
+    """The value of ``path`` in the raw config ``data``, else its default."""
+    model: Any = FedkdConfig
+    node = data
+    for part in path:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return False, None
+        node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if node is _MISSING and model is None:
+            if field.is_required():
+                return False, None
+            return True, field.get_default(call_default_factory=True)
+    return (node is not _MISSING and model is None), node
+
+
+_MISSING = object()
 
 
 def validate_config(data: dict[str, Any]) -> FedkdConfig:
@@ -806,20 +1098,44 @@ def validate_config(data: dict[str, Any]) -> FedkdConfig:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file into a dict, with one-line errors for missing or broken files."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory; give a scenario TOML file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text())
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {p}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+            f"{err.start}); TOML files must be UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {p} is not valid TOML: {err}") from None
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"config file {p} is not valid TOML: {reason}") from None
 
 
 def _parse_value(raw: str) -> Any:
     """Parse an override value as a TOML value; bare words stay strings."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    return raw if isinstance(value, _dt.date | _dt.time) else value
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy of nested dicts and lists (tuples become lists); leaves are shared."""
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_copy(v) for v in value]
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -830,7 +1146,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     List items are addressed as ``key[N]``: ``--set devices.tiers[0].student=mlp``.
     Pydantic then coerces and validates the types.
     """
-    out: dict[str, Any] = json.loads(json.dumps(data))
+    out: dict[str, Any] = _plain_copy(data)
     for item in overrides:
         key, eq, raw = item.partition("=")
         key = key.strip()

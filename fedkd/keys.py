@@ -31,6 +31,7 @@ TRAIN_LOSS = "train-loss"
 DISTILL_LOSS = "distill-loss"
 CE_LOSS = "ce-loss"
 TEST_ACCURACY = "test-accuracy"
+DP_APPLIED_NOISE = "dp-applied-noise-multiplier"  # local client_dp: what the client used
 DP_STEPS = "dp-steps"  # dp_sgd: DP-SGD steps the client took this round
 LOCAL_ONLY_ACCURACY = "local-only-accuracy"
 CLASS_HISTOGRAM = "class-histogram"
@@ -39,6 +40,9 @@ CLASS_HISTOGRAM = "class-histogram"
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 NODE_DATA_PATH = "data-path"  # a device's own .npz with x and y (deployment)
+# local client_dp floor a device owner sets for their own device (never lowered by a server)
+NODE_LOCAL_DP_NOISE = "local-dp-noise-multiplier"
+NODE_LOCAL_DP_CLIP = "local-dp-clip"
 
 # Run config keys (pyproject [tool.flwr.app.config] or the in-process engine)
 RUN_CONFIG_JSON = "fedkd-config-json"  # resolved config as JSON (in-process engine)

@@ -7,6 +7,7 @@ Flower run config (for ``flwr run`` / a SuperLink), and :func:`fedkd.run` calls
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -23,6 +24,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedkd import keys
 from fedkd.assistants import train_assistant_chain
 from fedkd.checkpoint import (
+    check_config,
+    config_digest,
     latest_checkpoint,
     prune_checkpoints,
     rng_states,
@@ -38,7 +41,7 @@ from fedkd.knowledge import method_of, teacher_knowledge
 from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
 from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
 from fedkd.privacy.pate import query_rows
-from fedkd.results import MetricsLog, RunResult, write_json
+from fedkd.results import MetricsLog, RunDirLock, RunResult, check_out_dir, unique_dir, write_json
 from fedkd.strategies import STRATEGY_REGISTRY
 from fedkd.strategies.base import percentile
 from fedkd.strategies.warm_start import warm_start_model
@@ -54,8 +57,8 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 def default_out_dir(cfg: FedkdConfig) -> Path:
-    """``runs/<name>-<timestamp>``."""
-    return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """A new ``runs/<name>-<timestamp>`` (``-2``, ``-3``, ... appended if it exists)."""
+    return unique_dir(Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
 def run_server(
@@ -89,6 +92,9 @@ def run_server(
         raise ConfigError(
             f"--resume {out}: no checkpoint there (no round completed, or not a run directory)"
         )
+    if ckpt is not None:
+        check_config(out, ckpt, cfg)
+    digest = config_digest(cfg)
     checkpointing = getattr(grid, "state_store", None) is not None
     if resume and not checkpointing:
         raise ConfigError(
@@ -119,6 +125,8 @@ def run_server(
     teachers = build_teachers(
         cfg, progress=lambda s: notify("status", {"text": s}), workers=cfg.resolved_workers
     )
+    if privacy is not None and privacy.mechanism == "pate":
+        teachers = _with_pate_release(cfg, teachers, ckpt)
     ens_acc = teachers.ensemble_accuracy(
         splits.data.y[splits.test],
         cfg.strategy.fusion,
@@ -201,6 +209,8 @@ def run_server(
     if ckpt is None:
         notify("status", {"text": "discovering clients"})
         strategy.discover(grid, cfg.strategy.round_timeout_s)
+    if privacy is not None and privacy.mechanism == "dp_sgd":
+        privacy = _replan_from_discovery(cfg, strategy, len(splits.teacher))
     write_json(
         out / "partition.json",
         {
@@ -231,8 +241,10 @@ def run_server(
                     "rows": rows,
                     "rng": rng_states(),
                     "warm_acc": warm_acc,
+                    "pate_targets": teachers.pate_targets,
                     "elapsed_s": earlier_s + time.perf_counter() - t0,
                 },
+                config_sha256=digest,
             )
             grid.commit_round(rnd)  # type: ignore[attr-defined]
             prune_checkpoints(out, rnd)
@@ -327,7 +339,7 @@ def run_server(
         "rejections": strategy.rejections[:100],
         "wall_time_s": earlier_s + time.perf_counter() - t0,
         "virtual_time_s": None,
-        "privacy": _privacy_summary(cfg, privacy, teachers, splits),
+        "privacy": _privacy_summary(cfg, privacy, teachers, splits, strategy.privacy_snr),
     }
     write_json(
         out / "clients.json",
@@ -362,18 +374,58 @@ def run_server(
     return RunResult(summary=summary, metrics=rows, out_dir=out)
 
 
+def _with_pate_release(cfg: FedkdConfig, teachers: Any, ckpt: dict[str, Any] | None) -> Any:
+    """``teachers`` carrying the run's one GNMax release (a resumed run keeps its own).
+
+    Every draw of GNMax labels is a release that costs privacy, so the labels are drawn
+    once per run, before round 1, and kept in the checkpoints.
+    """
+    from fedkd.privacy.pate import pate_targets
+
+    saved = ckpt.get("pate_targets") if ckpt is not None else None
+    release = np.asarray(saved) if saved is not None else pate_targets(cfg, teachers.proxy_logits)
+    return dataclasses.replace(teachers, pate_targets=release)
+
+
+def _replan_from_discovery(cfg: FedkdConfig, strategy: Any, teacher_split: int) -> PrivacyPlan:
+    """dp_sgd's plan from the private data sizes the clients reported at discovery.
+
+    A deployed device's own data need not match the simulated partitions: planning from
+    those would under-report the epsilon of a device with less data.
+    """
+    sizes = [int(info["size"]) for info in strategy.client_info.values()]
+    try:
+        plan = plan_privacy(cfg, sizes, teacher_split, sizes_from="sizes reported at discovery")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    assert plan is not None
+    strategy.set_privacy(plan, strategy.target_rows)
+    return plan
+
+
 def _privacy_summary(
-    cfg: FedkdConfig, plan: PrivacyPlan | None, teachers: Any, splits: Any
+    cfg: FedkdConfig,
+    plan: PrivacyPlan | None,
+    teachers: Any,
+    splits: Any,
+    snr: list[float] | None = None,
 ) -> dict[str, Any]:
     """``summary.json`` ``privacy``: the plan's fields (nulls when not private)."""
     if plan is None:
         return {"mechanism": None, "epsilon": None, "delta": None}
     out = plan.summary()
+    if plan.mechanism == "client_dp":
+        finite = [v for v in snr or [] if np.isfinite(v)]
+        out["snr_mean"] = float(np.mean(finite)) if finite else None
+        out["snr_min"] = float(np.min(finite)) if finite else None
+        out["snr"] = (
+            "signal-to-noise ratio of each round's private consensus: Frobenius norm of the "
+            "clipped uploads' sum over the noise's (local: estimated from the noise std)"
+        )
     if plan.mechanism == "pate":
-        from fedkd.privacy.pate import pate_targets
-
         rows = query_rows(len(splits.proxy), cfg.privacy.queries, cfg.seed)
-        labels = pate_targets(cfg, teachers.proxy_logits)[rows].argmax(-1)
+        assert teachers.pate_targets is not None
+        labels = teachers.pate_targets[rows].argmax(-1)
         truth = splits.data.y[splits.proxy][rows]
         out["pate_queries"] = len(rows)
         out["pate_label_accuracy"] = float((labels == truth).mean())
@@ -477,7 +529,8 @@ def _student_parameters(cfg: FedkdConfig, splits: Any) -> int:
 def main(grid: Grid, context: Context) -> None:
     """ServerApp entry point for ``flwr run`` and deployment (reads the run config)."""
     cfg = config_from_run_config(dict(context.run_config))
-    out = str(context.run_config.get(keys.RUN_OUT, "")) or str(default_out_dir(cfg))
-    result = run_server(grid, cfg, out)
+    out = check_out_dir(str(context.run_config.get(keys.RUN_OUT, "")) or default_out_dir(cfg))
+    with RunDirLock(out):  # one fedkd process per run directory
+        result = run_server(grid, cfg, out)
     log.info("fedkd summary written to %s", Path(out) / "summary.json")
     log.info("final student accuracy mean %s", result.summary["final"]["student_accuracy_mean"])

@@ -41,6 +41,8 @@ class TeacherBundle:
     train_accuracy: list[float]
     cached: list[bool]
     models: list[torch.nn.Module] = field(default_factory=list, repr=False)
+    pate_targets: np.ndarray | None = field(default=None, repr=False)
+    """privacy.mode='pate': the run's one GNMax release (drawn once, kept in checkpoints)."""
 
     @property
     def count(self) -> int:

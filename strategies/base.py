@@ -16,6 +16,7 @@ the clients' proxy logits (:meth:`fuse_client_logits`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -24,7 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedkd.strategies.validation import check_reply, decode_record, reply_size
+from fedkd.strategies.validation import (
+    BASELINE_RULES,
+    DISCOVERY_RULES,
+    EVALUATE_RULES,
+    TRAIN_RULES,
+    MetricRule,
+    check_histogram,
+    check_reply,
+    decode_record,
+    reply_size,
+)
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -40,10 +51,11 @@ from flwr.serverapp.strategy import Strategy
 from fedkd import keys
 from fedkd.compression import encode, encode_rows
 from fedkd.config import FedkdConfig
-from fedkd.devices import DeviceFleet, apply_policy
+from fedkd.devices import DeviceFleet, apply_policy, fails
 from fedkd.errors import ConfigError, RunFailed
 from fedkd.privacy.accounting import PrivacyPlan
-from fedkd.privacy.client_dp import noisy_mean
+from fedkd.privacy.client_dp import local_snr, noisy_mean
+from fedkd.privacy.noise import TAG_CENTRAL, TAG_CLIENT_SAMPLING, noise_source
 from fedkd.teachers import TeacherBundle
 
 log = logging.getLogger("fedkd")
@@ -83,6 +95,8 @@ def teacher_targets(cfg: FedkdConfig, teachers: TeacherBundle, rule: str) -> np.
     if teachers.count == 0:
         raise ConfigError(f"strategy.name={cfg.strategy.name!r} needs teachers.count >= 1")
     if cfg.privacy.mode == "pate":
+        if teachers.pate_targets is not None:  # the run's one release (see run_server)
+            return teachers.pate_targets
         from fedkd.privacy.pate import pate_targets
 
         return pate_targets(cfg, teachers.proxy_logits)
@@ -142,6 +156,8 @@ class KDStrategy(Strategy):
         self.privacy: PrivacyPlan | None = None
         self.target_rows: np.ndarray | None = None  # pate: the only rows targets may use
         self.knowledge: np.ndarray | None = None  # teacher features / maps per proxy row
+        self.privacy_snr: list[float] = []  # client_dp: SNR of each round's consensus
+        self._round_snr: float | None = None
 
     # ----------------------------------------------------------------- Flower hooks
     def summary(self) -> None:  # noqa: D102
@@ -190,6 +206,7 @@ class KDStrategy(Strategy):
         "warm_started",
         "virtual_time",
         "tier_stats",
+        "privacy_snr",
     )
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -277,6 +294,30 @@ class KDStrategy(Strategy):
         rng = np.random.default_rng([self.cfg.seed, tag, server_round])
         return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))
 
+    def train_partitions(self, server_round: int) -> list[int]:
+        """The clients sampled to train in ``server_round``.
+
+        Central client_dp with amplification samples each client independently with the
+        accountant's rate q (Poisson), from the privacy noise source: a replay of the
+        public seed must not tell who took part. Otherwise: :meth:`sample_partitions`.
+        """
+        plan = self.privacy
+        if (
+            plan is not None
+            and plan.mechanism == "client_dp"
+            and not plan.local
+            and plan.sample_rate < 1
+        ):
+            pool = sorted(self.node_of)
+            source = noise_source(
+                not plan.private, self.cfg.seed, TAG_CLIENT_SAMPLING, server_round
+            )
+            take = source.uniform((len(pool),)) < plan.sample_rate
+            return [p for p, t in zip(pool, take, strict=True) if t]
+        return self.sample_partitions(
+            server_round, self.cfg.strategy.fraction, tag=3, online_only=True
+        )
+
     def proxy_subset(self, server_round: int) -> np.ndarray:
         """Proxy rows used in ``server_round`` (all, or a seeded subset)."""
         frac = self.cfg.strategy.proxy_fraction
@@ -332,9 +373,7 @@ class KDStrategy(Strategy):
         record = RecordDict({keys.TARGETS: ArrayRecord(arrays), keys.CONFIG: conf})
         if self.global_weights is not None:
             record[keys.WEIGHTS] = self.global_weights
-        parts = self.sample_partitions(
-            server_round, self.cfg.strategy.fraction, tag=3, online_only=True
-        )
+        parts = self.train_partitions(server_round)
         return [
             Message(
                 self._with_warm_start(record, p),
@@ -352,9 +391,10 @@ class KDStrategy(Strategy):
         self._evaluated = []
         good = self._accepted(
             replies,
-            required=(keys.PARTITION_ID, keys.NUM_EXAMPLES, keys.TRAIN_LOSS),
+            rules=TRAIN_RULES,
             logits_shape=(len(proxy_idx), self.num_classes),
             weight_shapes=self.weight_shapes(),
+            same_size=True,
         )
         self._train_metrics = []
         if not good:
@@ -379,9 +419,11 @@ class KDStrategy(Strategy):
                 records.append(msg.content.array_records[keys.WEIGHTS])
             if not self.train_accuracy_counts:
                 continue
-            if keys.TEST_ACCURACY in m and np.isfinite(float(m[keys.TEST_ACCURACY])):  # type: ignore[arg-type]
+            if keys.TEST_ACCURACY in m:  # range-checked in _accepted
                 self.latest_accuracy[pid] = float(m[keys.TEST_ACCURACY])  # type: ignore[arg-type]
                 self._evaluated.append(pid)
+        if sum(weights) <= 0:  # every client reported 0 private samples: weigh them equally
+            weights = [1.0] * len(weights)
         if self.collects_weights:
             self.fuse_client_weights(server_round, records, np.asarray(weights))
         w = np.asarray(weights)
@@ -403,9 +445,15 @@ class KDStrategy(Strategy):
         plan = self.privacy
         assert plan is not None and plan.clip is not None
         if plan.local:
+            self._round_snr = local_snr(logits, plan.clip, plan.noise_multiplier)
+            self.privacy_snr.append(self._round_snr)
             return logits, np.ones(len(logits))
-        rng = np.random.default_rng([self.cfg.seed, 41, server_round])
-        return noisy_mean(logits, plan.clip, plan.noise_multiplier, rng), np.ones(1)
+        source = noise_source(not plan.private, self.cfg.seed, TAG_CENTRAL, server_round)
+        expected = plan.sample_rate * len(self.node_of)
+        release, snr = noisy_mean(logits, plan.clip, plan.noise_multiplier, source, expected)
+        self._round_snr = snr
+        self.privacy_snr.append(snr)
+        return release, np.ones(1)
 
     def configure_evaluate(  # noqa: D102
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -436,7 +484,7 @@ class KDStrategy(Strategy):
     def aggregate_evaluate(  # noqa: D102
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        good = self._accepted(replies, required=(keys.PARTITION_ID, keys.TEST_ACCURACY))
+        good = self._accepted(replies, rules=EVALUATE_RULES)
         for pid, msg in good:
             self.warm_started.add(pid)
             self.latest_accuracy[pid] = float(
@@ -453,11 +501,19 @@ class KDStrategy(Strategy):
         self,
         replies: Iterable[Message],
         *,
-        required: tuple[str, ...],
+        required: tuple[str, ...] = (),
+        rules: tuple[MetricRule, ...] = (),
         logits_shape: tuple[int, int] | None = None,
         weight_shapes: dict[str, tuple[int, ...]] | None = None,
+        same_size: bool = False,
     ) -> list[tuple[int, Message]]:
-        """Replies that pass :func:`check_reply`, as ``(partition id, message)`` sorted."""
+        """Replies that pass :func:`check_reply`, as ``(partition id, message)`` sorted.
+
+        A reply must come from a discovered node and claim that node's partition
+        (``wrong_partition``); with ``same_size``, its ``num-examples`` must be the size
+        the client reported at discovery (``inconsistent_size``). Every other reply is
+        rejected with its kind and reason (:meth:`_reject`).
+        """
         part_of = {n: p for p, n in self.node_of.items()}
         good = []
         for msg in replies:
@@ -465,24 +521,65 @@ class KDStrategy(Strategy):
             rejection = check_reply(
                 msg,
                 required_metrics=required,
+                rules=rules,
                 logits_shape=logits_shape,
                 max_bytes=self.cfg.strategy.max_reply_bytes,
                 size=self._reply_bytes.get(id(msg)) or reply_size(msg),
                 weight_shapes=weight_shapes,
             )
             if rejection is None:
-                claimed = int(msg.content.metric_records[keys.METRICS][keys.PARTITION_ID])  # type: ignore[arg-type]
+                m = msg.content.metric_records[keys.METRICS]
+                claimed = int(m[keys.PARTITION_ID])  # type: ignore[arg-type]
+                node = msg.metadata.src_node_id
                 if claimed != pid:
-                    node = msg.metadata.src_node_id
                     rejection = (
                         "wrong_partition",
                         f"reply claims partition {claimed} but node {node} is partition {pid}",
                     )
+                elif same_size and keys.NUM_EXAMPLES in m:
+                    known = int(self.client_info.get(pid, {}).get("size", -1))
+                    size = int(m[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+                    if size != known:
+                        rejection = (
+                            "inconsistent_size",
+                            f"metric '{keys.NUM_EXAMPLES}' = {size}; partition {pid} "
+                            f"reported {known} private samples at discovery (allowed: {known})",
+                        )
             if rejection is not None:
                 self._reject(pid, *rejection)
                 continue
             good.append((pid, msg))
         return sorted(good, key=lambda t: t[0])
+
+    def _require_valid(
+        self, label: int | str, phase: str, valid: int, asked: int, floor: bool = False
+    ) -> None:
+        """Stop the run when too few of the ``asked`` replies of ``phase`` were valid.
+
+        Fewer than ``strategy.min_valid_fraction`` of ``asked`` (rounded up) raises
+        :class:`RunFailed` with one line: the phase, the counts and the rejection kinds
+        (with one example reason); the phase's rejections are logged and kept under
+        ``label`` first. ``floor``: at least one valid reply is needed even when the
+        fraction is 0 (discovery, the local-only baseline).
+        """
+        if asked <= 0:
+            return
+        frac = self.cfg.strategy.min_valid_fraction
+        need = min(asked, math.ceil(frac * asked - 1e-9))
+        if floor:
+            need = max(need, 1)
+        if valid >= need:
+            return
+        kinds = Counter(r["kind"] for r in self._round_rejections).most_common()
+        detail = ", ".join(f"{k} x{n}" for k, n in kinds) or "none recorded"
+        if kinds:
+            example = next(r["reason"] for r in self._round_rejections if r["kind"] == kinds[0][0])
+            detail += f" (e.g. {example})"
+        self._flush_rejections(label)
+        raise RunFailed(
+            f"{phase}: only {valid} of {asked} replies were valid and "
+            f"strategy.min_valid_fraction={frac:g} needs {need}; rejected: {detail}"
+        )
 
     def _exchange(
         self, grid: Grid, messages: list[Message], phase: str, timeout: float | None
@@ -522,37 +619,74 @@ class KDStrategy(Strategy):
         return nodes
 
     def discover(self, grid: Grid, timeout: float | None = None) -> None:  # noqa: D417
-        """Ask every node for its partition id, data size and class histogram."""
+        """Ask every node for its partition id, data size and class histogram.
+
+        Replies are range-checked: an integer partition id in ``[0, 2**31)`` (on fedkd's
+        own engines, whose grid has ``partition_of``, exactly the node's partition), a size
+        ``>= 0``, a histogram of ``num_classes`` counts summing to the size, the reply
+        within ``strategy.max_reply_bytes``. A partition claimed by two nodes is ambiguous:
+        every claim of it is rejected (``duplicate_partition``). Too few valid replies
+        (:meth:`_require_valid`, at least one) stop the run.
+        """
         nodes = self.wait_for_nodes(grid)
         record = RecordDict({keys.CONFIG: ConfigRecord({})})
         msgs = [Message(record, n, MessageType.QUERY, group_id="discover") for n in nodes]
-        by_node = {}
+        partition_of: Callable[[int], int] | None = getattr(grid, "partition_of", None)
+        claims: dict[int, list[tuple[int, MetricRecord]]] = {}
         for reply in self._exchange(grid, msgs, "discover", timeout):
-            rejection = check_reply(reply, required_metrics=(keys.PARTITION_ID, keys.NUM_EXAMPLES))
+            node = reply.metadata.src_node_id
+            expected = partition_of(node) if partition_of is not None else None
+            rejection = check_reply(
+                reply,
+                rules=DISCOVERY_RULES,
+                max_bytes=self.cfg.strategy.max_reply_bytes,
+                size=self._reply_bytes.get(id(reply)) or reply_size(reply),
+            )
+            pid = -1 if expected is None else expected
+            if rejection is None:
+                m = reply.content.metric_records[keys.METRICS]
+                pid = int(m[keys.PARTITION_ID])  # type: ignore[arg-type]
+                rejection = check_histogram(m, self.num_classes, int(m[keys.NUM_EXAMPLES]))  # type: ignore[arg-type]
+                if rejection is None and expected is not None and pid != expected:
+                    rejection = (
+                        "wrong_partition",
+                        f"reply claims partition {pid} but node {node} is partition {expected} "
+                        f"(allowed: {expected})",
+                    )
+                    pid = expected
             if rejection is not None:
-                self._reject(-1, *rejection)
+                self._reject(pid, *rejection)
                 continue
-            by_node[reply.metadata.src_node_id] = reply.content.metric_records[keys.METRICS]
-        for node, m in sorted(by_node.items()):
-            pid = int(m[keys.PARTITION_ID])  # type: ignore[arg-type]
-            if pid in self.node_of:
-                log.warning("partition %s reported by two nodes; keeping the first", pid)
+            claims.setdefault(pid, []).append((node, m))
+        for pid, claimants in sorted(claims.items()):
+            if len(claimants) > 1:
+                others = sorted(n for n, _ in claimants)
+                for _ in claimants:
+                    self._reject(
+                        pid,
+                        "duplicate_partition",
+                        f"partition {pid} is claimed by nodes {others}; all claims rejected",
+                    )
                 continue
+            node, m = claimants[0]
             self.node_of[pid] = node
             self.client_info[pid] = {
                 "size": int(m[keys.NUM_EXAMPLES]),  # type: ignore[arg-type]
                 "histogram": [int(v) for v in m.get(keys.CLASS_HISTOGRAM, [])],  # type: ignore[union-attr]
             }
+        self._require_valid("discover", "discovery", len(self.node_of), len(nodes), floor=True)
         self._flush_rejections("discover")
-        if not self.node_of:
-            raise RunFailed(
-                "no client answered the discovery query; see the rejected replies above"
-            )
 
     def local_only_baseline(
         self, grid: Grid, epochs: int, timeout: float | None = None
     ) -> dict[int, float]:
-        """Every client trains a fresh student on private data only; test accuracies."""
+        """Every client trains a fresh student on private data only; test accuracies.
+
+        Replies are checked like the rounds' (an accuracy in [0, 1], the size reported at
+        discovery). The baseline fails the run (:class:`RunFailed`) rather than reporting
+        a mean over too few clients: fewer valid replies than
+        ``strategy.min_valid_fraction`` of the clients, or none at all.
+        """
         record = RecordDict({keys.CONFIG: ConfigRecord({keys.BASELINE_EPOCHS: epochs})})
         msgs = [
             Message(record, self.node_of[p], keys.QUERY_LOCAL_ONLY, group_id="baseline")
@@ -560,8 +694,10 @@ class KDStrategy(Strategy):
         ]
         good = self._accepted(
             self._exchange(grid, msgs, "baseline", timeout),
-            required=(keys.PARTITION_ID, keys.LOCAL_ONLY_ACCURACY),
+            rules=BASELINE_RULES,
+            same_size=True,
         )
+        self._require_valid("baseline", "local-only baseline", len(good), len(msgs), floor=True)
         self._flush_rejections("baseline")
         return {
             pid: float(msg.content.metric_records[keys.METRICS][keys.LOCAL_ONLY_ACCURACY])  # type: ignore[arg-type]
@@ -591,6 +727,7 @@ class KDStrategy(Strategy):
         rows = []
         t_start = time.perf_counter()
         empty = ArrayRecord()
+        checked = valid_total = 0  # rounds whose train replies were checked; valid replies
         for rnd in range(start_round, num_rounds + 1):
             t0 = time.perf_counter()
             down0, up0 = self.traffic.total_down, self.traffic.total_up
@@ -599,15 +736,51 @@ class KDStrategy(Strategy):
             replies = self.apply_devices(rnd, train_msgs, replies)
             self.aggregate_train(rnd, replies)
             sampled = len(train_msgs)
-            del replies, train_msgs
             train_ok = len(self._train_metrics)
+            asked = self._train_asked(rnd, train_msgs)
+            del replies, train_msgs
+            if asked:
+                checked += 1
+                valid_total += train_ok
+                self._require_valid(rnd, f"round {rnd} train", train_ok, asked)
             eval_msgs = list(self.configure_evaluate(rnd, empty, ConfigRecord(), grid))
+            before = len(self._evaluated)
             self.aggregate_evaluate(rnd, self._exchange(grid, eval_msgs, "evaluate", timeout))
+            self._require_valid(
+                rnd, f"round {rnd} evaluate", len(self._evaluated) - before, len(eval_msgs)
+            )
             row = self._round_row(rnd, sampled, train_ok, t0, t_start, down0, up0)
             rows.append(row)
             if on_round is not None:
                 on_round(row)
+        if checked and not valid_total:
+            raise RunFailed(
+                f"no train reply was valid in rounds {start_round}-{num_rounds}; rejected: "
+                + ", ".join(f"{k} x{n}" for k, n in self.rejections_by_kind().items())
+            )
         return rows
+
+    def _train_asked(self, server_round: int, sent: list[Message]) -> int:
+        """Train replies of ``server_round`` that validation counts (see ``min_valid_fraction``).
+
+        All sampled clients, less those the device simulation accounts for itself:
+        replies the round policy dropped as late, clients its ``failure_prob`` crashes
+        this round; 0 for a void round (the round policy's outcome, not a validation
+        failure).
+        """
+        dev = self._round_devices
+        if self.fleet is None:
+            return len(sent)
+        if dev.get("void"):
+            return 0
+        part_of = {n: p for p, n in self.node_of.items()}
+        crashes = 0
+        for m in sent:
+            pid = part_of.get(m.metadata.dst_node_id, -1)
+            tier = self.cfg.tier(pid) if 0 <= pid < self.cfg.num_clients else None
+            if tier is not None and fails(tier.failure_prob, self.cfg.seed, pid, server_round):
+                crashes += 1
+        return max(0, len(sent) - int(dev.get("dropped_late") or 0) - crashes)
 
     def _round_row(
         self, rnd: int, sampled: int, ok: int, t0: float, t_start: float, down0: int, up0: int
@@ -639,9 +812,11 @@ class KDStrategy(Strategy):
             "wall_time_s": now - t_start,
             "virtual_time_s": None,
             "epsilon": self.privacy.epsilon_after(rnd) if self.privacy is not None else None,
+            "privacy_snr": self._round_snr,
             **self._round_devices,
         }
         self._round_devices = {}
+        self._round_snr = None
         self._flush_rejections(rnd)
         return row
 

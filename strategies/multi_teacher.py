@@ -21,6 +21,11 @@ class MultiTeacher(KDStrategy):
 
     name = "multi_teacher"
     uses_teachers = True
+    privacy_modes = ("pate", "dp_sgd")
+    privacy_note = (
+        "; its targets never use the clients' uploads, so client_dp would protect nothing "
+        "(the run would equal the non-private one)"
+    )
     checkpoint_attrs = (*KDStrategy.checkpoint_attrs, "client_agreement")
 
     def __init__(self, cfg: FedkdConfig, teachers: TeacherBundle) -> None:

@@ -3,7 +3,10 @@
 Every mechanism here is a (sub)sampled Gaussian mechanism composed ``steps`` times:
 
 * ``client_dp``: per round, each client is in the round with rate ``q`` = sampled / all
-  clients, and the sum of clipped uploads gets ``N(0, (noise_multiplier * clip)^2)``.
+  clients (Poisson sampling from a cryptographic source; ``q = 1`` in local mode or with
+  ``privacy.amplification = false``), and the sum of uploads clipped to sensitivity
+  ``S = clip * sqrt(rows)`` gets ``N(0, (noise_multiplier * S)^2)`` (central), or each
+  upload ``N(0, (2 * noise_multiplier * S)^2)`` for replace-one sensitivity ``2 S`` (local).
 * ``dp_sgd``: per step, each private sample is in the batch with rate ``q`` (Poisson
   sampling), per-sample gradients clipped, Gaussian noise on their sum.
 * ``pate``: per query, the teacher vote histogram (L2 sensitivity sqrt(2): one record
@@ -96,6 +99,9 @@ class PrivacyPlan:
     target_epsilon: float | None
     local: bool = False
     sigma: float | None = None  # pate: vote noise
+    private: bool = True  # False: noise from the public seed (privacy.reproducible_noise)
+    noise_source: str = ""
+    sizes_from: str = ""  # dp_sgd: where the private data sizes came from
 
     def epsilon_after(self, server_round: int) -> float:
         """Epsilon spent after ``server_round`` rounds."""
@@ -113,12 +119,40 @@ class PrivacyPlan:
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "clip": self.clip,
+            "clip_unit": _CLIP_UNIT.get(self.mechanism),
             "local": self.local if self.mechanism == "client_dp" else None,
             "pate_sigma": self.sigma,
             "accountant": ACCOUNTANT,
             "check_accountant": CHECK_ACCOUNTANT,
-            "sampling": "Poisson (the accountant's assumption)",
+            "sampling": _SAMPLING[self.mechanism]
+            if self.sample_rate < 1
+            else "none counted (q = 1)",
+            "private": self.private,
+            "noise_source": self.noise_source,
+            "threat_model": THREAT_MODELS[self.mechanism + ("_local" if self.local else "")],
+            "sizes_from": self.sizes_from or None,
         }
+
+
+_CLIP_UNIT = {
+    "client_dp": "L2 norm of each centred proxy row of an upload (upload: clip * sqrt(rows))",
+    "dp_sgd": "L2 norm of each per-sample gradient",
+}
+_SAMPLING = {
+    "client_dp": "Poisson client sampling at rate q, drawn from the noise source",
+    "dp_sgd": "Poisson sampling of private samples at rate q, on the device, noise source",
+    "pate": "none",
+}
+THREAT_MODELS = {
+    "client_dp": "central DP, client level: trusted server; the adversary sees every "
+    "consensus the server releases (other clients, the analyst), not the sampling",
+    "client_dp_local": "local DP, client level: the adversary is the server (and all who "
+    "see uploads); each client noises its own upload with parameters it holds itself",
+    "dp_sgd": "sample level: the adversary sees everything a client sends and its final "
+    "student (the server, other clients); not the device's own randomness",
+    "pate": "record level, teacher split: the adversary sees the GNMax labels and all "
+    "that is trained from them; the teachers stay on the trusted server",
+}
 
 
 def _noise(cfg: Any, sample_rate: float, steps: int) -> float:
@@ -129,8 +163,14 @@ def _noise(cfg: Any, sample_rate: float, steps: int) -> float:
     return float(p.noise_multiplier)
 
 
-def plan_privacy(cfg: Any, private_sizes: list[int], teacher_split: int) -> PrivacyPlan | None:
+def plan_privacy(
+    cfg: Any, private_sizes: list[int], teacher_split: int, sizes_from: str = "simulated partitions"
+) -> PrivacyPlan | None:
     """The run's :class:`PrivacyPlan` (None without ``privacy.mode``).
+
+    dp_sgd plans for the client whose data pays most among ``private_sizes``; the server
+    plans again from the sizes the clients report at discovery (``sizes_from``), since a
+    deployed device's own data need not match the simulated partitions.
 
     Raises ``ValueError`` (one line, what is allowed) for a delta not below 1/N, N being
     the records one unit of privacy protects: clients (client_dp), samples of the
@@ -139,6 +179,12 @@ def plan_privacy(cfg: Any, private_sizes: list[int], teacher_split: int) -> Priv
     p = cfg.privacy
     if p.mode is None:
         return None
+    from fedkd.privacy.noise import SECURE, SEEDED
+
+    source: dict[str, Any] = {
+        "private": not p.reproducible_noise,
+        "noise_source": SEEDED if p.reproducible_noise else SECURE,
+    }
 
     def check_delta(n: int, what: str) -> None:
         if n <= 0 or p.delta >= 1.0 / n:
@@ -150,15 +196,18 @@ def plan_privacy(cfg: Any, private_sizes: list[int], teacher_split: int) -> Priv
     if p.mode == "client_dp":
         n = cfg.num_clients
         check_delta(n, "clients")
-        k = min(n, max(cfg.strategy.min_clients, int(round(cfg.strategy.fraction * n))))
-        q = 1.0 if p.local else k / n
+        q = 1.0 if p.local or not p.amplification else client_sample_rate(cfg)
         z = _noise(cfg, q, cfg.rounds)
-        return PrivacyPlan("client_dp", z, q, cfg.rounds, 1, p.delta, p.clip, p.epsilon, p.local)
+        return PrivacyPlan(
+            "client_dp", z, q, cfg.rounds, 1, p.delta, p.clip, p.epsilon, p.local, **source
+        )
     if p.mode == "pate":
         check_delta(teacher_split, "samples of the teacher split")
         z = _noise(cfg, 1.0, p.queries)
         sigma = z * math.sqrt(2)
-        return PrivacyPlan("pate", z, 1.0, p.queries, 0, p.delta, None, p.epsilon, sigma=sigma)
+        return PrivacyPlan(
+            "pate", z, 1.0, p.queries, 0, p.delta, None, p.epsilon, sigma=sigma, **source
+        )
     # dp_sgd: the client whose data pays most (largest epsilon at a reference noise)
     from fedkd.privacy.dp_sgd import private_steps_per_epoch, sample_rate
 
@@ -179,5 +228,21 @@ def plan_privacy(cfg: Any, private_sizes: list[int], teacher_split: int) -> Priv
     q, per_round = cost(max(sizes, key=eps_at_reference))
     z = _noise(cfg, q, per_round * cfg.rounds)
     return PrivacyPlan(
-        "dp_sgd", z, q, per_round * cfg.rounds, per_round, p.delta, p.clip, p.epsilon
+        "dp_sgd",
+        z,
+        q,
+        per_round * cfg.rounds,
+        per_round,
+        p.delta,
+        p.clip,
+        p.epsilon,
+        sizes_from=sizes_from,
+        **source,
     )
+
+
+def client_sample_rate(cfg: Any) -> float:
+    """Central client_dp's Poisson rate: the configured clients per round over all."""
+    n = cfg.num_clients
+    k = min(n, max(cfg.strategy.min_clients, int(round(cfg.strategy.fraction * n))))
+    return k / n

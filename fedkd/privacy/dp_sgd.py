@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from torch import nn
 
 from fedkd.losses import get_loss
+from fedkd.privacy.noise import NoiseSource, SecureNoise
 from fedkd.training import DistillStats, _batches
 
 _REGISTERED = False
@@ -59,6 +63,24 @@ def _register_grad_samplers() -> None:
     _REGISTERED = True
 
 
+class _SourcedDPOptimizer(DPOptimizer):
+    """Opacus' DPOptimizer whose Gaussian noise comes from a :class:`NoiseSource`."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, source: NoiseSource, **kw: Any) -> None:
+        super().__init__(optimizer, **kw)
+        self.noise_source = source
+
+    def add_noise(self) -> None:
+        """``p.grad`` = clipped sum + ``N(0, (z clip)^2)`` from the noise source."""
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            summed = p.summed_grad
+            noise = torch.from_numpy(self.noise_source.normal(std, tuple(summed.shape)))
+            p.grad = (summed + noise.to(summed.dtype)).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+
 def sample_rate(n_private: int, batch_size: int) -> float:
     """Poisson sampling rate of private samples: an expected batch of ``batch_size``."""
     return 1.0 if n_private <= batch_size else batch_size / n_private
@@ -90,16 +112,20 @@ def fit_distill_dp(
     noise_multiplier: float,
     clip: float,
     loss: str = "response",
+    source: NoiseSource | None = None,
 ) -> tuple[DistillStats, int]:
     """:func:`fedkd.training.fit_distill` with DP-SGD on the private side.
 
+    ``gen`` drives only what is public (the proxy batches); the Poisson sampling of private
+    samples and the gradient noise come from ``source`` (default: the cryptographic
+    :class:`fedkd.privacy.noise.SecureNoise`), never from the run seed.
     Returns the last epoch's mean losses and the number of DP steps taken (each step
     samples the private data once, also when the Poisson batch comes out empty).
     """
     from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
 
     _register_grad_samplers()
+    source = source if source is not None else SecureNoise()
     loss_fn = get_loss(loss)
     n = len(x_local)
     q = sample_rate(n, batch_size)
@@ -109,13 +135,13 @@ def fit_distill_dp(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus warns about secure RNG and functorch
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
-        dp_opt = DPOptimizer(
+        dp_opt = _SourcedDPOptimizer(
             opt,
+            source,
             noise_multiplier=noise_multiplier,
             max_grad_norm=clip,
             expected_batch_size=max(1, round(q * n)),
             loss_reduction="mean",  # (sum of clipped per-sample grads + noise) / E[batch]
-            generator=gen,
         )
     model.train()
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -129,7 +155,7 @@ def fit_distill_dp(
                 dp_opt.zero_grad(set_to_none=True)
                 ce_val = 0.0
                 if _step in private_at:
-                    take = torch.rand(n, generator=gen) < q
+                    take = torch.from_numpy(source.uniform((n,)) < q)
                     gsm.enable_hooks()
                     if take.any():
                         ce = F.cross_entropy(gsm(x_local[take]), y_local[take], reduction="sum")

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from fedkd.privacy.noise import TAG_GNMAX, NoiseSource, noise_source
+
 
 def query_rows(num_proxy: int, queries: int, seed: int) -> np.ndarray:
     """The proxy rows PATE labels (seeded, sorted): ``min(queries, num_proxy)`` of them."""
-    rng = np.random.default_rng([seed, 31])
+    rng = np.random.default_rng([seed, 31])  # public: which rows are asked is data-free
     k = min(queries, num_proxy)
     return np.sort(rng.choice(num_proxy, size=k, replace=False)).astype(np.int64)
 
@@ -33,9 +35,9 @@ def vote_histogram(teacher_logits: np.ndarray) -> np.ndarray:
     return hist
 
 
-def gnmax(hist: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def gnmax(hist: np.ndarray, sigma: float, source: NoiseSource) -> np.ndarray:
     """Noisy-argmax labels ``(P,)``: ``argmax(hist + N(0, sigma^2))`` per row."""
-    noisy = hist + rng.normal(0.0, sigma, hist.shape) if sigma > 0 else hist.astype(float)
+    noisy = hist + source.normal(sigma, hist.shape) if sigma > 0 else hist.astype(float)
     return noisy.argmax(-1).astype(np.int64)
 
 
@@ -67,11 +69,14 @@ def pate_targets(cfg: Any, teacher_logits: np.ndarray) -> np.ndarray:
     """``(P, C)`` soft-target logits: GNMax labels on the queried rows, zeros elsewhere.
 
     The zero rows are never sent (the strategy restricts targets to :func:`query_rows`).
+    Each call is a new release with fresh noise that costs privacy again: a run draws it
+    once (:func:`fedkd.server_app.run_server`) and keeps it in its checkpoints.
     """
     _, p, c = teacher_logits.shape
     rows = query_rows(p, cfg.privacy.queries, cfg.seed)
     hist = vote_histogram(teacher_logits[:, rows])
-    labels = gnmax(hist, pate_sigma(cfg), np.random.default_rng([cfg.seed, 32]))
+    source = noise_source(cfg.privacy.reproducible_noise, cfg.seed, TAG_GNMAX)
+    labels = gnmax(hist, pate_sigma(cfg), source)
     out = np.zeros((p, c), np.float32)
     out[rows] = label_logits(labels, c, cfg.distill.temperature)
     return out

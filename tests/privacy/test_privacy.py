@@ -12,7 +12,8 @@ import fedkd
 from fedkd.config import load_config
 from fedkd.models import build_model
 from fedkd.privacy.accounting import epsilon, epsilon_dp_accounting, noise_for_epsilon
-from fedkd.privacy.client_dp import clip_upload, local_noise, noisy_mean
+from fedkd.privacy.client_dp import clip_upload, noisy_mean, sensitivity
+from fedkd.privacy.noise import SecureNoise, SeededNoise
 from fedkd.privacy.dp_sgd import _register_grad_samplers, fit_distill_dp
 from fedkd.privacy.pate import gnmax, label_logits, query_rows, vote_histogram
 from fedkd.training import fit_distill, make_optimizer
@@ -41,29 +42,35 @@ def test_noise_for_epsilon_meets_the_target(target, q, steps):
 
 
 # ---------------------------------------------------------------- client_dp
-def test_clip_upload_centres_rows_and_bounds_the_norm():
+def test_clip_upload_centres_rows_and_bounds_each_row():
     logits = np.array([[1.0, 2.0, 3.0], [10.0, 10.0, 13.0]], np.float32)
     small = clip_upload(logits, clip=100.0)  # centred only: same softmax
     assert np.allclose(small, [[-1, 0, 1], [-1, -1, 2]])
     assert np.allclose(
         torch.softmax(torch.tensor(small), 1), torch.softmax(torch.tensor(logits), 1)
     )
-    clipped = clip_upload(logits, clip=1.0)
-    norm = np.sqrt(2 + 6)  # centred matrix norm
-    assert np.allclose(clipped, np.array([[-1, 0, 1], [-1, -1, 2]]) / norm, atol=1e-6)
-    assert np.linalg.norm(clipped) == pytest.approx(1.0, abs=1e-6)
+    clipped = clip_upload(logits, clip=1.0)  # each row to norm 1 (not the whole matrix)
+    golden = [[-1 / np.sqrt(2), 0, 1 / np.sqrt(2)], [-1 / np.sqrt(6), -1 / np.sqrt(6), 2 / np.sqrt(6)]]
+    assert np.allclose(clipped, golden, atol=1e-6)
+    assert np.linalg.norm(clipped, axis=1) == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert np.linalg.norm(clipped) <= sensitivity(1.0, 2) + 1e-6  # clip * sqrt(rows)
+    # a row already inside the ball is left alone, the other one scaled
+    mixed = clip_upload(logits, clip=2.0)
+    assert np.allclose(mixed[0], [-1, 0, 1]) and np.linalg.norm(mixed[1]) == pytest.approx(2.0)
 
 
-def test_noisy_mean_is_the_clipped_mean_plus_calibrated_noise():
+def test_noisy_mean_is_the_clipped_sum_plus_calibrated_noise_over_expected_k():
     rng = np.random.default_rng(0)
     uploads = rng.normal(0, 5, (4, 50, 10)).astype(np.float32)
-    exact = np.mean([clip_upload(u, 2.0) for u in uploads], axis=0)
-    no_noise = noisy_mean(uploads, 2.0, 0.0, np.random.default_rng(1))
-    assert no_noise.shape == (1, 50, 10) and np.allclose(no_noise[0], exact, atol=1e-6)
-    noisy = noisy_mean(uploads, 2.0, 1.5, np.random.default_rng(2))[0] - exact
-    assert noisy.std() == pytest.approx(1.5 * 2.0 / 4, rel=0.05)  # z * clip / K
-    local = local_noise(clip_upload(uploads[0], 2.0), 2.0, 1.5, np.random.default_rng(3))
-    assert (local - clip_upload(uploads[0], 2.0)).std() == pytest.approx(3.0, rel=0.05)
+    total = np.sum([clip_upload(u, 2.0) for u in uploads], axis=0)
+    no_noise, snr = noisy_mean(uploads, 2.0, 0.0, SecureNoise(), expected_clients=8)
+    assert no_noise.shape == (1, 50, 10) and np.allclose(no_noise[0], total / 8, atol=1e-5)
+    assert snr == float("inf")
+    noisy, snr = noisy_mean(uploads, 2.0, 1.5, SecureNoise(), expected_clients=8)
+    # std z * clip * sqrt(rows) / E[K]
+    assert (noisy[0] - total / 8).std() == pytest.approx(1.5 * 2.0 * np.sqrt(50) / 8, rel=0.05)
+    noise_norm = 1.5 * 2.0 * np.sqrt(50) * np.sqrt(500)
+    assert snr == pytest.approx(np.linalg.norm(total) / noise_norm, rel=0.05)
 
 
 # ---------------------------------------------------------------- pate
@@ -73,8 +80,8 @@ def test_gnmax_golden():
     teacher_logits[:, 1, 2] = 1
     hist = vote_histogram(teacher_logits)
     assert hist.tolist() == [[0, 2, 0, 1], [0, 0, 3, 0]]
-    assert gnmax(hist, 0.0, np.random.default_rng(0)).tolist() == [1, 2]
-    noisy = [gnmax(hist, 50.0, np.random.default_rng(s))[0] for s in range(400)]
+    assert gnmax(hist, 0.0, SecureNoise()).tolist() == [1, 2]
+    noisy = [gnmax(hist, 50.0, SeededNoise(s))[0] for s in range(400)]
     assert len(set(noisy)) == 4  # huge noise: any class
     soft = torch.softmax(torch.tensor(label_logits(np.array([1, 2]), 4, 4.0)) / 4.0, 1)
     assert soft[0, 1] == pytest.approx(0.99) and soft[1, 2] == pytest.approx(0.99)
