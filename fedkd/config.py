@@ -6,7 +6,6 @@ Every field carries a description; ``fedkd config --schema`` prints them all and
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import functools
 import json
@@ -67,7 +66,11 @@ class _Section(BaseModel):
         kinds = _kinds(field.annotation) if field is not None else set()
         if type(v) is bool and bool not in kinds and kinds & {int, float}:
             raise ValueError("true/false is not a number")
-        if type(v) is int and abs(v) > MAX_INT_VALUE:
+        bounded = field is not None and any(
+            getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None
+            for m in field.metadata
+        )
+        if type(v) is int and abs(v) > MAX_INT_VALUE and not bounded:
             raise ValueError(f"integer too large (at most {MAX_INT_VALUE} in size)")
         return v
 
@@ -1019,6 +1022,8 @@ def _key(loc: tuple[Any, ...]) -> str:
 
 
 def _show(value: Any, limit: int = 80) -> str:
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -1061,7 +1066,7 @@ def _mentioned_values(msg: str, data: Any) -> str:
         if re.search(re.escape(key) + r"\s*=", msg):
             continue
         found, value = _lookup(data, key.split("."))
-        if found:
+        if found and not isinstance(value, dict | list):
             shown.append(f"{key}={_show(value, 60)}")
     return f" [{', '.join(shown)}]" if shown else ""
 
@@ -1241,6 +1246,9 @@ def schema_markdown() -> str:
                 continue
             default = field.get_default(call_default_factory=True)
             type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            bounds = _allowed(field).partition(" in ")[2]
+            if bounds:
+                type_name += f" in {bounds}"
             key = f"{prefix}.{name}" if prefix else name
             lines.append(
                 f"| `{key}` | {type_name} | `{json.dumps(default)}` | {field.description or ''} |"
