@@ -24,7 +24,15 @@ from typing import Any
 from fedkd import api
 from fedkd.config import FedkdConfig, load_config
 from fedkd.errors import ConfigError
-from fedkd.results import RunResult, atomic_write_bytes, write_json
+from fedkd.results import (
+    RunDirLock,
+    RunResult,
+    atomic_write_bytes,
+    check_out_dir,
+    clear_out_dir,
+    unique_dir,
+    write_json,
+)
 
 CompareProgress = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: ``run_start`` / ``run_end`` around each run (``info`` has
@@ -419,8 +427,9 @@ def write_outputs(
 
 
 def default_compare_dir(cfg: FedkdConfig) -> Path:
-    """``runs/<name>-compare-<timestamp>``."""
-    return Path("runs") / f"{cfg.name}-compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """A new ``runs/<name>-compare-<timestamp>`` (``-2``, ... appended if it exists)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return unique_dir(Path("runs") / f"{cfg.name}-compare-{stamp}")
 
 
 def _config_label(config: str | Path | dict[str, Any] | FedkdConfig | None) -> str | None:
@@ -461,6 +470,7 @@ def compare(
     out: str | Path | None = None,
     overrides: Sequence[str] | None = None,
     progress: CompareProgress | None = None,
+    overwrite: bool = False,
 ) -> CompareResult:
     """Run each strategy with each seed on one config and tabulate the results.
 
@@ -472,13 +482,17 @@ def compare(
     seeds : sequence of int, optional
         Non-negative, distinct; default: the config's own seed.
     out : path, optional
-        Compare folder; default ``runs/<name>-compare-<timestamp>``. Run ``i`` goes to
-        ``out/<strategy>-seed<S>/`` (the normal run directory).
+        Compare folder; default a new ``runs/<name>-compare-<timestamp>``. Run ``i`` goes
+        to ``out/<strategy>-seed<S>/`` (the normal run directory). A folder that is not
+        empty is refused unless ``overwrite``.
     overrides : sequence of str, optional
         ``dotted.key=value`` strings applied to every run; ``strategy.name`` and ``seed``
         are set per run on top of them.
     progress : callable, optional
         ``progress(event, info)``; see :data:`CompareProgress`.
+    overwrite : bool
+        Let ``out`` be a non-empty fedkd compare (or run) folder: its files are removed
+        first, so no run of the earlier comparison is reused.
 
     Returns
     -------
@@ -488,16 +502,31 @@ def compare(
     Raises
     ------
     ConfigError
-        Before any run starts: unknown strategy, bad seed or an invalid config for some
-        (strategy, seed). A run that fails later is recorded as failed and the others go on.
+        Before any run starts: unknown strategy, bad seed, an invalid config for some
+        (strategy, seed), ``out`` not empty (without ``overwrite``) or locked by another
+        fedkd process. A run that fails later is recorded as failed and the others go on.
 
     """
     strategies = validate_strategies(strategies)
     overrides = list(overrides or [])
     seeds = validate_seeds(seeds if seeds is not None else [load_config(config, overrides).seed])
     plan = plan_runs(config, strategies, seeds, overrides)
-    out_dir = Path(out) if out is not None else default_compare_dir(plan[0][2])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out_dir(out, overwrite) if out is not None else default_compare_dir(plan[0][2])
+    with RunDirLock(out_dir):  # one fedkd process per compare folder
+        if overwrite:
+            clear_out_dir(out_dir)
+        return _compare_locked(config, strategies, seeds, overrides, plan, out_dir, progress)
+
+
+def _compare_locked(
+    config: str | Path | dict[str, Any] | FedkdConfig | None,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    overrides: list[str],
+    plan: list[tuple[str, int, FedkdConfig]],
+    out_dir: Path,
+    progress: CompareProgress | None,
+) -> CompareResult:
     label = _config_label(config)
     notify = progress or (lambda event, info: None)
     result = CompareResult(out_dir=out_dir)
