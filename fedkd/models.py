@@ -10,14 +10,17 @@ A spec is ``family`` or ``family:key=value,key=value``, for example
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import threading
 from collections.abc import Callable
 from math import prod
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from torch import nn
 
 from fedkd.registry import Registry
@@ -32,33 +35,84 @@ and the keyword arguments of the spec.
 """
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
+MAX_PARAMETERS = 100_000_000
+"""Largest model (trainable parameters) :func:`build_model` builds: 400 MB of fp32 weights."""
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``family:key=value,...`` into the family name and typed keyword arguments.
+
+    Each value is validated against the family factory's parameter: its annotation (an
+    ``Annotated[int, Field(ge=..., le=...)]`` carries bounds) or, unannotated, the type of
+    its default. Floats must be finite.
 
     Raises
     ------
     ValueError
-        When the spec is malformed, names an unknown family or an unknown argument.
+        When the spec is malformed, names an unknown family or argument, or a value is of
+        the wrong type or out of range (the message names the argument and what is allowed).
 
     """
-    family, _, rest = spec.strip().partition(":")
+    if not isinstance(spec, str):
+        raise ValueError(f"a model spec is a string like 'cnn:width=8', not {spec!r}")
+    family = spec.strip().partition(":")[0]
     if family not in MODEL_REGISTRY:
         raise ValueError(f"unknown model family '{family}'; allowed: {MODEL_REGISTRY.allowed()}")
-    kwargs: dict[str, int | float | str] = {}
+    kwargs = _parse_spec(spec.strip(), MODEL_REGISTRY[family])
+    return family, dict(kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_spec(spec: str, factory: ModelFactory) -> tuple[tuple[str, Any], ...]:
+    family, _, rest = spec.partition(":")
+    params = _arguments(factory)
+    kwargs: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq or not key or not value:
             raise ValueError(f"malformed model argument '{item}' in '{spec}'; use key=value")
-        kwargs[key.strip()] = _coerce(value.strip())
-    params = inspect.signature(MODEL_REGISTRY[family]).parameters
-    allowed = [p for p in params if p not in ("input_shape", "num_classes")]
-    for key in kwargs:
-        if key not in allowed:
+        if key not in params:
             raise ValueError(
                 f"unknown argument '{key}' for model family '{family}'; allowed: "
-                f"{', '.join(allowed)}"
+                f"{', '.join(params)}"
             )
-    return family, kwargs
+        if key in kwargs:
+            raise ValueError(f"argument '{key}' given twice in '{spec}'")
+        adapter = params[key]
+        if adapter is None:
+            kwargs[key] = _coerce(value)
+            continue
+        try:
+            kwargs[key] = adapter.validate_python(value)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"]
+            raise ValueError(
+                f"argument {key}={value!r} of model family '{family}': {msg}"
+            ) from None
+    return tuple(kwargs.items())
+
+
+_STRICT = ConfigDict(allow_inf_nan=False)
+
+
+def _arguments(factory: ModelFactory) -> dict[str, TypeAdapter[Any] | None]:
+    """The spec arguments of ``factory``: a validator each (None: untyped, kept as parsed)."""
+    try:
+        sig = inspect.signature(factory, eval_str=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to defaults' types
+        sig = inspect.signature(factory)
+    out: dict[str, TypeAdapter[Any] | None] = {}
+    for name, p in sig.parameters.items():
+        if name in ("input_shape", "num_classes") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann: Any = p.annotation
+        if ann is p.empty or isinstance(ann, str):
+            ann = type(p.default) if type(p.default) in (bool, int, float, str) else None
+        try:
+            out[name] = None if ann is None else TypeAdapter(ann, config=_STRICT)
+        except Exception:  # noqa: BLE001 - a type pydantic cannot check: keep it as parsed
+            out[name] = None
+    return out
 
 
 def _coerce(value: str) -> int | float | str:
@@ -71,9 +125,43 @@ def _coerce(value: str) -> int | float | str:
 
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build a model from its spec for inputs of ``input_shape`` and ``num_classes``."""
+    """Build a model from its spec for inputs of ``input_shape`` and ``num_classes``.
+
+    Raises
+    ------
+    ValueError
+        A bad spec, a spec that does not fit the inputs, or a model of more than
+        :data:`MAX_PARAMETERS` parameters (counted on the meta device, before any memory
+        is allocated).
+
+    """
     family, kwargs = parse_spec(spec)
+    _check_size(spec, tuple(int(d) for d in input_shape), int(num_classes))
     return MODEL_REGISTRY[family](input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_size(spec: str, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Parameters of ``spec`` for these inputs, built on the meta device (no memory)."""
+    family, kwargs = parse_spec(spec)
+    try:
+        with torch.device("meta"):
+            model = MODEL_REGISTRY[family](
+                input_shape=input_shape, num_classes=num_classes, **kwargs
+            )
+    except ValueError:
+        raise
+    except TypeError as err:
+        raise ValueError(f"cannot build it for inputs {input_shape}: {err}") from None
+    except Exception:  # noqa: BLE001 - a factory that cannot run on meta: build it for real
+        return 0
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ValueError(
+            f"{spec!r} has {n:,} parameters for inputs {input_shape} and {num_classes} "
+            f"classes; at most {MAX_PARAMETERS:,}"
+        )
+    return n
 
 
 _INIT_LOCK = threading.Lock()
@@ -173,7 +261,10 @@ class CNN1D(nn.Module):
 
 @register_model("cnn")
 def cnn(
-    input_shape: tuple[int, ...], num_classes: int, width: int = 8, depth: int = 3
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: Annotated[int, Field(ge=1, le=4096)] = 8,
+    depth: Annotated[int, Field(ge=1, le=64)] = 3,
 ) -> nn.Module:
     """1D CNN with ``width`` channels per layer and ``depth`` conv layers."""
     if width < 1 or depth < 1:
@@ -185,7 +276,10 @@ def cnn(
 
 @register_model("mlp")
 def mlp(
-    input_shape: tuple[int, ...], num_classes: int, width: int = 128, depth: int = 2
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: Annotated[int, Field(ge=1, le=65536)] = 128,
+    depth: Annotated[int, Field(ge=0, le=64)] = 2,
 ) -> nn.Module:
     """Multi-layer perceptron on flattened inputs: ``depth`` hidden layers of ``width``."""
     if width < 1 or depth < 0:
