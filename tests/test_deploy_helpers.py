@@ -1,6 +1,7 @@
 import ipaddress
 import stat
 import subprocess
+import tomllib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -36,8 +37,13 @@ def test_init_writes_ca_server_cert_with_sans_and_device_keys(tmp_path):
         )
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "certs" / "ca.key").stat().st_mode) == 0o600
-    config = (dep.flwr_home / "config.toml").read_text()
-    assert 'address = "127.0.0.1:9999"' in config and "root-certificates" in config
+    config = tomllib.loads((dep.flwr_home / "config.toml").read_text())
+    assert config == {
+        "superlink": {
+            "default": "fedkd",
+            "fedkd": {"address": "127.0.0.1:9999", "root-certificates": str(dep.ca_cert)},
+        }
+    }
 
 
 def test_deploy_init_bad_input_is_one_line(tmp_path):
