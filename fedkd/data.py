@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,57 +96,159 @@ def load_mnist1d(_arg: str, cfg: DataConfig, seed: int) -> Dataset:
         x = np.concatenate([ds["x"], ds["x_test"]]).astype(np.float32)
         y = np.concatenate([ds["y"], ds["y_test"]]).astype(np.int64)
         _atomic_save_npz(path, x=x, y=y)
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
         return Dataset(f["x"], f["y"])
+
+
+MAX_CLASSES = 10_000
+"""Labels must lie in ``0..MAX_CLASSES-1`` (one-hot and per-class counts are that wide)."""
+MAX_NPZ_BYTES = 8 * 2**30
+"""Largest total size of the arrays of a user's ``.npz`` once loaded (8 GiB)."""
+
+
+def _npz_headers(path: Path, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of an ``.npz``, read from the headers only.
+
+    Nothing is unpickled or loaded: object arrays (pickles inside the archive) and arrays
+    too large to load are refused here.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+            for info in z.infolist():
+                name = info.filename.removesuffix(".npy")
+                with z.open(info) as fp:
+                    version = np.lib.format.read_magic(fp)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(fp)
+                out[name] = (tuple(int(d) for d in shape), dtype)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, SyntaxError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise DataError(
+            f"{where}: not a readable .npz archive of arrays ({type(err).__name__}: {reason})"
+        ) from None
+    total = 0
+    for name, (shape, dtype) in out.items():
+        if dtype.hasobject:
+            raise DataError(
+                f"{where}: array '{name}' holds Python objects (a pickle), which fedkd never "
+                "loads; store numeric arrays only (np.savez with numbers)"
+            )
+        total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if total > MAX_NPZ_BYTES:
+        raise DataError(
+            f"{where}: its arrays take {total / 2**30:.1f} GiB once loaded; at most "
+            f"{MAX_NPZ_BYTES / 2**30:.0f} GiB"
+        )
+    return out
+
+
+def _real_numbers(a: np.ndarray) -> bool:
+    return a.dtype.kind in "iuf"
 
 
 @register_dataset("npz")
 def load_npz(arg: str, _cfg: DataConfig, _seed: int) -> Dataset:
-    """A user's ``.npz`` with ``x`` (N, F) or (N, C, L) and integer labels ``y`` (N,)."""
+    """A user's ``.npz`` with ``x`` (N, F) or (N, C, L) and integer labels ``y`` (N,).
+
+    Arrays are read with ``allow_pickle=False`` after their headers were checked (see
+    :func:`validate_dataset` for what ``x`` and ``y`` must hold). Other numeric arrays of
+    shape (N, ...) are kept as ``extras`` (cross-modal views).
+    """
+    where = f"data.name=npz:{arg}"
     path = Path(arg).expanduser()
+    if path.is_dir():
+        raise DataError(f"{where}: is a directory; give a .npz file")
     if not path.is_file():
-        raise DataError(f"data.name=npz:{arg}: file not found")
+        raise DataError(f"{where}: file not found")
+    headers = _npz_headers(path, where)
+    missing = [k for k in ("x", "y") if k not in headers]
+    if missing:
+        raise DataError(
+            f"{where}: missing array(s) {', '.join(missing)}; the file has "
+            f"{', '.join(headers) or 'none'}; need 'x' and 'y'"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
-            if missing:
-                raise DataError(
-                    f"data.name=npz:{arg}: missing array(s) {', '.join(missing)}; the file "
-                    f"has {', '.join(f.files) or 'none'}; need 'x' and 'y'"
-                )
             x, y = f["x"], f["y"]
-            extras = {
-                k: f[k].astype(np.float32)
-                for k in f.files
-                if k not in ("x", "y")
-                and f[k].ndim in (2, 3)
-                and len(f[k]) == len(x)
-                and np.issubdtype(f[k].dtype, np.number)
-            }
-    except DataError:
-        raise
+            extras = {}
+            for k in f.files:
+                if k in ("x", "y"):
+                    continue
+                a = f[k]
+                if a.ndim in (2, 3) and len(a) == len(x) and _real_numbers(a):
+                    extras[k] = a.astype(np.float32)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a user error
-        raise DataError(f"data.name=npz:{arg}: not a readable .npz file ({err})") from None
-    if x.ndim not in (2, 3):
+        reason = " ".join(str(err).split())[:160]
+        raise DataError(f"{where}: not a readable .npz file ({reason})") from None
+    if not _real_numbers(x):
+        raise DataError(f"{where}: x has dtype {x.dtype}; features must be real numbers")
+    if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0):
+        if np.abs(y).max() < 2**62:  # whole numbers: validate_dataset checks their range
+            y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
         raise DataError(
-            f"data.name=npz:{arg}: x has shape {x.shape}; allowed: (N, features) or "
-            "(N, channels, length)"
+            f"{where}: y has dtype {y.dtype}; labels must be integers in 0..{MAX_CLASSES - 1}"
         )
+    for k, a in extras.items():
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{where}: array '{k}' holds NaN or infinite values")
+    with np.errstate(over="ignore"):
+        ds = Dataset(x.astype(np.float32), y, extras)
+    return validate_dataset(ds, where)
+
+
+def validate_dataset(ds: Dataset, where: str) -> Dataset:
+    """Check what every dataset must be; return it with ``y`` as int64.
+
+    ``x`` of shape (N, features) or (N, channels, length) with no empty axis and finite
+    float32 values; ``y`` of shape (N,), integers in ``0..MAX_CLASSES-1`` with at least
+    two classes present.
+
+    Raises
+    ------
+    DataError
+        One line naming ``where`` (e.g. ``data.name=npz:PATH``), what is wrong and what
+        is allowed.
+
+    """
+    x, y = np.asarray(ds.x), np.asarray(ds.y)
+    if x.ndim not in (2, 3) or 0 in x.shape[1:]:
+        raise DataError(
+            f"{where}: x has shape {x.shape}; allowed: (N, features) or (N, channels, "
+            "length), no axis of length 0"
+        )
+    if x.dtype != np.float32 or not np.all(np.isfinite(x)):
+        if not _real_numbers(x) or not np.all(np.isfinite(x.astype(np.float32))):
+            raise DataError(
+                f"{where}: x holds NaN, infinite or non-numeric values (or values beyond "
+                "float32's range); features must be finite numbers"
+            )
+        x = x.astype(np.float32)
+    if len(x) < 2:
+        raise DataError(f"{where}: x has {len(x)} samples; need at least 2")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(
-            f"data.name=npz:{arg}: y has shape {y.shape} but x has {len(x)} samples; "
-            "need y of shape (N,)"
+            f"{where}: y has shape {y.shape} but x has {len(x)} samples; need y of shape (N,)"
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise DataError(f"data.name=npz:{arg}: y has dtype {y.dtype}; labels must be integers")
-    if len(y) and y.min() < 0:
-        raise DataError(f"data.name=npz:{arg}: labels must be >= 0, found {y.min()}")
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise DataError(f"data.name=npz:{arg}: x must be finite numbers")
-    return Dataset(x.astype(np.float32), y.astype(np.int64), extras)
+    if y.dtype.kind not in "iu":
+        raise DataError(
+            f"{where}: y has dtype {y.dtype}; labels must be integers in 0..{MAX_CLASSES - 1}"
+        )
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= MAX_CLASSES:
+        bad = lo if lo < 0 else hi
+        raise DataError(
+            f"{where}: label {bad} out of range; labels must be in 0..{MAX_CLASSES - 1} "
+            f"(at most {MAX_CLASSES:,} classes)"
+        )
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{where}: every label is {lo}; classification needs at least 2 classes")
+    return Dataset(x, y.astype(np.int64, copy=False), ds.extras)
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
@@ -157,7 +260,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
 @functools.lru_cache(maxsize=4)
 def _load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     base, _, arg = cfg.name.partition(":")
-    return DATASET_REGISTRY[base](arg, cfg, seed)
+    return validate_dataset(DATASET_REGISTRY[base](arg, cfg, seed), f"data.name={cfg.name}")
 
 
 @dataclass(frozen=True)
@@ -364,7 +467,7 @@ def _client_partitions(
     splits = make_splits(data, seed)
     path = cache_dir() / "partitions" / f"{_partition_cache_key(data, part, num_clients, seed)}.npz"
     if path.is_file():
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             flat, offsets = f["flat"], f["offsets"]
     else:
         pos = partition_clients(splits.data.y[splits.clients], num_clients, part, seed)

@@ -175,11 +175,7 @@ def build_teachers(
         path = Path(t.checkpoint).expanduser()
         if not path.is_file():
             raise ConfigError(f"teachers.checkpoint={t.checkpoint!r}: file not found")
-        loaded = torch.load(path, weights_only=True)
-        if not isinstance(loaded, list) or len(loaded) != t.count:
-            raise ConfigError(
-                f"teachers.checkpoint={t.checkpoint!r}: expected a list of {t.count} state dicts"
-            )
+        loaded = _read_checkpoint(path, t.checkpoint, t.count)
     paths = [
         cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt" for i, spec in enumerate(specs)
     ]
@@ -187,11 +183,18 @@ def build_teachers(
     cached = [False] * len(specs)
     todo = []
     for i, spec in enumerate(specs):
-        if loaded is not None or (t.cache and paths[i].is_file()):
+        if loaded is not None:
             model = build_model(spec, shape, k)
-            model.load_state_dict(
-                loaded[i] if loaded is not None else torch.load(paths[i], weights_only=True)
-            )
+            try:
+                model.load_state_dict(loaded[i])
+            except (RuntimeError, ValueError, TypeError) as err:
+                reason = " ".join(str(err).split())[:200]
+                raise ConfigError(
+                    f"teachers.checkpoint={t.checkpoint!r}: state dict {i} does not fit "
+                    f"teacher model {spec!r} for inputs {shape} and {k} classes ({reason})"
+                ) from None
+            models[i], cached[i] = model, True
+        elif t.cache and paths[i].is_file() and (model := _cached(paths[i], spec, shape, k)):
             models[i], cached[i] = model, True
         else:
             todo.append(i)
@@ -236,6 +239,41 @@ def build_teachers(
         cached=cached,
         models=ready,
     )
+
+
+def _read_checkpoint(path: Path, given: str, count: int) -> list[dict[str, torch.Tensor]]:
+    """The list of ``count`` state dicts in a ``teachers.checkpoint`` file (one-line errors)."""
+    try:
+        loaded = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - unreadable, truncated, foreign: one refusal
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ConfigError(
+            f"teachers.checkpoint={given!r}: not a readable teacher checkpoint "
+            f"({type(err).__name__}: {reason}); write one with save_teachers_checkpoint"
+        ) from None
+    ok = isinstance(loaded, list) and all(
+        isinstance(sd, dict)
+        and all(isinstance(n, str) and isinstance(v, torch.Tensor) for n, v in sd.items())
+        for sd in loaded
+    )
+    if not ok or len(loaded) != count:
+        got = f"a list of {len(loaded)}" if isinstance(loaded, list) else type(loaded).__name__
+        raise ConfigError(
+            f"teachers.checkpoint={given!r}: expected a list of {count} state dicts "
+            f"(teachers.count), got {got}{'' if ok else ' (not all name -> tensor dicts)'}"
+        )
+    return loaded
+
+
+def _cached(path: Path, spec: str, shape: tuple[int, ...], k: int) -> torch.nn.Module | None:
+    """The teacher cached in ``path``; None (it is retrained) if the file is unreadable."""
+    model = build_model(spec, shape, k)
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    except Exception as err:  # noqa: BLE001 - a corrupt cache entry is rebuilt, not fatal
+        log.warning("cached teacher %s is unreadable (%s); training it again", path, err)
+        return None
+    return model
 
 
 def save_teachers_checkpoint(models: list[torch.nn.Module], path: str | Path) -> None:
