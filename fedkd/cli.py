@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -387,8 +388,23 @@ def config_cmd(
         _fail(str(err))
 
 
+class _DeployGroup(typer.core.TyperGroup):
+    """``fedkd deploy``: a usage error (bad integer, unknown option) is one line, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+            _fail(where + " ".join(err.format_message().split()))
+
+
 deploy_app = typer.Typer(
-    no_args_is_help=True, help="Certificates, keys and commands for deployment."
+    cls=_DeployGroup,
+    no_args_is_help=True,
+    help="Certificates, keys and commands for deployment.",
 )
 app.add_typer(deploy_app, name="deploy")
 
@@ -396,35 +412,50 @@ app.add_typer(deploy_app, name="deploy")
 @deploy_app.command("init")
 def deploy_init(
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for certs/, keys/, flwr-home/.")
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for certs/, keys/, flwr-home/: new (its parent must exist) or empty; "
+            "not a symbolic link.",
+        ),
     ] = Path("deploy"),
     host: Annotated[
         list[str] | None,
-        typer.Option("--host", help="SuperLink IP or DNS name devices dial (repeatable)."),
+        typer.Option(
+            "--host",
+            help="SuperLink IP address or DNS name devices dial (repeatable; default 127.0.0.1).",
+        ),
     ] = None,
-    devices: Annotated[int, typer.Option("--devices", help="Number of device key pairs.")] = 2,
-    port: Annotated[int, typer.Option("--port", help="SuperLink port.")] = 9092,
+    devices: Annotated[
+        int, typer.Option("--devices", help="Number of device key pairs (1-10000).")
+    ] = 2,
+    port: Annotated[int, typer.Option("--port", help="SuperLink port (1-65535).")] = 9092,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an earlier 'deploy init' in --out: delete its certs/, keys/ and "
+            "flwr-home/ first (no stale key survives).",
+        ),
+    ] = False,
 ) -> None:
     """Write a CA, the SuperLink's TLS certificate and one key pair per device; print commands."""
-    from fedkd.deploy import commands, init_deployment
+    from fedkd.deploy import check_devices, commands, init_deployment
 
-    if devices < 1:
-        _fail(f"--devices={devices}: need at least 1 device")
-    if not 1 <= port <= 65535:
-        _fail(f"--port={port}: allowed 1-65535")
+    hosts = host or ["127.0.0.1"]
     try:
+        check_devices(devices)
         dep = init_deployment(
-            out, host or ["127.0.0.1"], [f"device-{i}" for i in range(devices)], port
+            out, hosts, [f"device-{i}" for i in range(devices)], port, force=force
         )
-    except ValueError as err:
+    except FedkdInputError as err:
         _fail(str(err))
-    hosts = ", ".join(host or ["127.0.0.1"])
     print(
-        f"wrote {dep.root}: certs/ (CA, server certificate for {hosts}), "
-        f"keys/ ({devices} devices), flwr-home/config.toml"
+        f"wrote {dep.root}: certs/ (CA, server certificate for {', '.join(dep.hosts)}), "
+        f"keys/ ({devices} device{'s' * (devices != 1)}), flwr-home/config.toml"
     )
     print("copy certs/ca.crt and keys/device-I to device I; never copy certs/*.key off the server")
-    for where, cmd in commands(dep, port):
+    for where, cmd in commands(dep):
         print(f"[{where}] {cmd}")
 
 
@@ -441,25 +472,48 @@ def deploy_register(
     import os
     import subprocess
 
-    keys_dir = folder / "keys"
-    pubs = sorted(keys_dir.glob("*.pub"))
-    if not pubs:
-        _fail(f"no *.pub keys in {keys_dir}; run 'fedkd deploy init' first")
+    from fedkd.deploy import check_connection, fingerprint, public_keys
+
+    try:
+        check_connection(connection)
+        pubs = public_keys(folder)
+    except FedkdInputError as err:
+        _fail(str(err))
     env = dict(os.environ)
-    env.setdefault("FLWR_HOME", str((folder / "flwr-home").resolve()))
+    if "FLWR_HOME" not in env:
+        home = (folder / "flwr-home").resolve()
+        if not (home / "config.toml").is_file():
+            _fail(
+                f"no flwr-home/config.toml in {folder} and FLWR_HOME is not set; "
+                "run 'fedkd deploy init' first or set FLWR_HOME"
+            )
+        env["FLWR_HOME"] = str(home)
     flwr = Path(sys.executable).parent / "flwr"
     failed = 0
     for pub in pubs:
-        proc = subprocess.run(
-            [str(flwr), "supernode", "register", str(pub), connection],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        ok = proc.returncode == 0
+        try:
+            proc = subprocess.run(
+                [str(flwr), "supernode", "register", os.path.abspath(pub), connection],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            ok = proc.returncode == 0
+            # success: flwr's last line; failure: its error (a boxed panel) as one line
+            detail = (proc.stdout.strip().splitlines() or [""])[-1]
+            if not ok:
+                boxed = proc.stderr.translate(
+                    str.maketrans("", "", "\u2502\u256d\u256e\u2570\u256f\u2500")
+                )
+                detail = " ".join(boxed.split()) or detail
+        except subprocess.TimeoutExpired:
+            ok, detail = False, "no answer within 120 s"
         failed += not ok
-        detail = proc.stdout.strip().splitlines()[-1:] or proc.stderr.strip().splitlines()[-1:]
-        print(f"{pub.name}: {'registered' if ok else 'FAILED'} {' '.join(detail)}")
+        print(
+            f"{pub.name} ({fingerprint(pub.read_bytes())}): "
+            f"{'registered' if ok else 'FAILED'} {detail}".rstrip()
+        )
     if failed:
         raise typer.Exit(1)
 
