@@ -194,7 +194,12 @@ def test_dp_sgd_replans_from_the_sizes_devices_report():
     from fedkd.privacy.accounting import epsilon
     from fedkd.privacy.dp_sgd import private_steps_per_epoch, sample_rate
 
-    sets = ["privacy.mode=dp_sgd", "privacy.epsilon=4", "privacy.delta=1e-4", "distill.batch_size=32"]
+    sets = [
+        "privacy.mode=dp_sgd",
+        "privacy.epsilon=4",
+        "privacy.delta=1e-4",
+        "distill.batch_size=32",
+    ]
     cfg = load_config(TINY, sets)
     simulated = plan_privacy(cfg, [150, 150, 150, 150], 1000)
 
@@ -208,7 +213,6 @@ def test_dp_sgd_replans_from_the_sizes_devices_report():
     strategy = Discovered()
     plan = _replan_from_discovery(cfg, strategy, 1000)
     assert strategy.plan is plan and plan.sizes_from == "sizes reported at discovery"
-
 
     def spent_by_60_sample_device(z: float) -> float:
         d = cfg.distill

@@ -50,7 +50,10 @@ def test_clip_upload_centres_rows_and_bounds_each_row():
         torch.softmax(torch.tensor(small), 1), torch.softmax(torch.tensor(logits), 1)
     )
     clipped = clip_upload(logits, clip=1.0)  # each row to norm 1 (not the whole matrix)
-    golden = [[-1 / np.sqrt(2), 0, 1 / np.sqrt(2)], [-1 / np.sqrt(6), -1 / np.sqrt(6), 2 / np.sqrt(6)]]
+    golden = [
+        [-1 / np.sqrt(2), 0, 1 / np.sqrt(2)],
+        [-1 / np.sqrt(6), -1 / np.sqrt(6), 2 / np.sqrt(6)],
+    ]
     assert np.allclose(clipped, golden, atol=1e-6)
     assert np.linalg.norm(clipped, axis=1) == pytest.approx([1.0, 1.0], abs=1e-6)
     assert np.linalg.norm(clipped) <= sensitivity(1.0, 2) + 1e-6  # clip * sqrt(rows)
@@ -165,17 +168,19 @@ def test_client_dp_run_records_what_recomputes_epsilon(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["inprocess", "vectorized"])
-def test_dp_sgd_run_is_reproducible(tmp_path, engine):
+def test_dp_sgd_run_is_reproducible_with_the_debugging_switch(tmp_path, engine):
     sets = [
         "privacy.mode=dp_sgd",
         "privacy.noise_multiplier=1.0",
         "privacy.delta=1e-3",
+        "privacy.reproducible_noise=true",  # debugging switch: same seed, same noise
         f"engine={engine}",
         "rounds=1",
     ]
     a = fedkd.run(TINY, overrides=sets, out=tmp_path / "a").summary
     b = fedkd.run(TINY, overrides=sets, out=tmp_path / "b").summary
     assert a["final"] == b["final"]
+    assert a["privacy"]["private"] is False  # and then the run says it is not private
     assert a["privacy"]["mechanism"] == "dp_sgd" and a["privacy"]["epsilon"] > 0
     assert 0 < a["privacy"]["sample_rate"] <= 1
 
@@ -226,10 +231,15 @@ def test_bad_privacy_config_is_one_line_exit_2(tmp_path, sets, needle):
     ("sets", "needle"),
     [
         (
-            ["privacy.mode=client_dp", "privacy.epsilon=8", "privacy.delta=0.5"],
+            [
+                "privacy.mode=client_dp",
+                "privacy.epsilon=8",
+                "privacy.delta=0.5",
+                "strategy.name=hybrid",
+            ],
             "below 1/num_clients",
         ),
-        (["privacy.mode=dp_sgd", "privacy.epsilon=8", "privacy.clip=0"], "clip must be > 0"),
+        (["privacy.mode=dp_sgd", "privacy.epsilon=8", "privacy.clip=0"], "privacy.clip=0"),
         (
             ["privacy.mode=client_dp", "privacy.epsilon=8", "strategy.name=fedavg"],
             "not supported by strategy 'fedavg'",
