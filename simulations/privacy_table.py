@@ -58,6 +58,8 @@ def _row(label: str, mech: str, eps: str, run_dir: Path, seconds: float) -> dict
         .get("auc"),
         "teacher_auc_loss": mean([m["loss"]["auc"] for m in teachers]),
         "teacher_auc_reference": mean([m["reference"]["auc"] for m in teachers]),
+        "snr_mean": s["privacy"].get("snr_mean"),
+        "measured": time.strftime("%Y-%m-%d"),
         "wall_s": seconds,
         "dir": str(run_dir),
     }
@@ -71,15 +73,16 @@ def _fmt(v: float | None, pct: bool = False) -> str:
 
 def _markdown(rows: list[dict], config: str) -> str:
     lines = [
-        f"Produced by `python simulations/privacy_table.py` on `{config}` "
-        f"({time.strftime('%Y-%m-%d')}); delta = 1e-5 everywhere. AUC: membership-inference "
-        "ROC AUC (0.5 = chance) of the loss attack / the reference-model attack.",
+        f"Produced by `python simulations/privacy_table.py` on `{config}`; delta = 1e-5 "
+        "everywhere. AUC: membership-inference ROC AUC (0.5 = chance) of the loss attack / "
+        "the reference-model attack. SNR: signal-to-noise ratio of client_dp's private "
+        "consensus (mean over rounds). Each row says when it was measured.",
         "",
         "| mechanism | target epsilon | epsilon (Opacus RDP) | noise multiplier | students mean | "
         "p10 | students on own data: AUC loss / ref | server's view of client data: AUC "
         "loss / ref | students on teacher data: AUC loss / ref | teachers: AUC loss / ref | "
-        "PATE label acc. | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "PATE label acc. | SNR | wall | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -91,7 +94,7 @@ def _markdown(rows: list[dict], config: str) -> str:
             f"{_fmt(r['student_teacher_data_auc_loss'])} / "
             f"{_fmt(r['student_teacher_data_auc_reference'])} | {_fmt(r['teacher_auc_loss'])} / "
             f"{_fmt(r['teacher_auc_reference'])} | {_fmt(r['pate_label_accuracy'], True)} | "
-            f"{r['wall_s']:.0f} s |"
+            f"{_fmt(r.get('snr_mean'))} | {r['wall_s']:.0f} s | {r.get('measured', '-')} |"
         )
     return "\n".join(lines)
 
@@ -119,7 +122,11 @@ def main() -> None:
             sets = [f"privacy.mode={mech}", f"privacy.epsilon={eps}"]
             sets += PATE_SETS if mech == "pate" else []
             plan.append((f"{mech}-eps{eps}", mech, eps, sets))
-    rows = []
+    # rows of mechanisms not rerun now are kept from the last table (with their date)
+    saved = ROOT / "docs" / "results" / "privacy_table.json"
+    old = json.loads(saved.read_text()) if saved.is_file() else []
+    rows = [r for r in old if r["mechanism"] not in {m for _, m, _, _ in plan}]
+    order = {label: i for i, label in enumerate(r["run"] for r in old)}
     for label, mech, eps, sets in plan:
         t0 = time.perf_counter()
         print(f"{label} ...", flush=True)
@@ -129,8 +136,9 @@ def main() -> None:
             fedkd.run(args.config, overrides=sets, out=out / label)
             wall = time.perf_counter() - t0
         rows.append(_row(label, mech, eps, out / label, wall))
-        write_json(ROOT / "docs" / "results" / "privacy_table.json", rows)
-        r = rows[-1]
+        rows.sort(key=lambda r: order.get(r["run"], len(order)))
+        write_json(saved, rows)
+        r = next(r for r in rows if r["run"] == label)
         print(
             f"  mean {_fmt(r['accuracy_mean'], True)} eps {_fmt(r['epsilon'])} "
             f"student AUC {_fmt(r['student_auc_loss'])}/{_fmt(r['student_auc_reference'])}",
