@@ -5,6 +5,7 @@ Bad input (config, data, flags) prints one line ``error: ...`` and exits with co
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -30,7 +31,22 @@ from rich.table import Table
 
 from fedkd.errors import FedkdInputError, RunFailed
 
+
+class _OneLineUsageGroup(typer.core.TyperGroup):
+    """Usage errors (unknown option, missing or malformed flag value) as one line, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+            _fail(where + err.format_message())
+
+
 app = typer.Typer(
+    cls=_OneLineUsageGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -40,8 +56,25 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
+    message = " ".join(str(message).split())  # always one line
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+_OS_RESOURCE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EMFILE}
+
+
+def _fail_os(err: OSError) -> None:
+    """One line for a file the command could not read or write, naming the path.
+
+    A path the user gave that cannot be used (permissions, not a directory, read-only)
+    is input: exit 2; a full disk or an I/O error is not: exit 1.
+    """
+    path = err.filename if err.filename is not None else "?"
+    other = f" -> {err.filename2}" if err.filename2 is not None else ""
+    reason = err.strerror or type(err).__name__
+    code = 1 if err.errno in _OS_RESOURCE_ERRORS else 2
+    _fail(f"cannot use {path}{other}: {reason}", code=code)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -193,8 +226,19 @@ def run(
         list[str] | None, typer.Option("--set", help="dotted.key=value override (repeatable).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")
+        str | None,
+        typer.Option(
+            "--out",
+            help="Run directory (default a new runs/<name>-<time>); must be new or empty.",
+        ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Let --out be an earlier fedkd run directory: its files are removed first.",
+        ),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -207,12 +251,17 @@ def run(
     """Run a federated distillation simulation and write its run directory."""
     from fedkd.api import run as run_api
     from fedkd.config import load_config
+    from fedkd.results import check_out_dir
     from fedkd.server_app import default_out_dir
 
     _setup_logging(verbose)
     if resume is not None:
-        if config is not None or set_ or out or num_clients or rounds or seed or engine:
-            _fail("--resume DIR continues a run as configured; give no CONFIG, --set or --out")
+        given = (set_, num_clients, rounds, seed, engine)
+        if config is not None or out is not None or overwrite or any(given):
+            _fail(
+                "--resume DIR continues a run as configured; give no CONFIG, --set, --out "
+                "or --overwrite"
+            )
         _resume_run(resume)
         return
     if config is None:
@@ -225,14 +274,16 @@ def run(
     ]
     try:
         cfg = load_config(config, overrides)
-        out_dir = out or default_out_dir(cfg)
+        out_dir = check_out_dir(out, overwrite) if out is not None else default_out_dir(cfg)
         bar = _RunProgress(cfg.rounds)
         with _showing(bar.progress):
-            result = run_api(cfg, out=out_dir, progress=bar)
+            result = run_api(cfg, out=out_dir, progress=bar, overwrite=overwrite)
     except FedkdInputError as err:
         _fail(str(err))
     except RunFailed as err:
         _fail(str(err), code=1)
+    except OSError as err:
+        _fail_os(err)
     except KeyboardInterrupt:
         console.print("interrupted; completed rounds are in metrics.jsonl of the run directory")
         raise typer.Exit(130) from None
@@ -241,20 +292,30 @@ def run(
 
 
 def _resume_run(run_dir: Path) -> None:
+    from fedkd.api import finished_run, resume_config
     from fedkd.api import run as run_api
 
     try:
-        rounds = json.loads((run_dir / "config.json").read_text())["rounds"]
-    except (OSError, ValueError, KeyError):
-        _fail(f"--resume {run_dir}: no readable config.json there; not a run directory")
+        rounds = resume_config(run_dir).rounds
+        if finished_run(run_dir) is not None:  # reads only: no file is changed
+            console.print(
+                escape(f"run {run_dir} already finished all {rounds} rounds; nothing to do"),
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+    except FedkdInputError as err:
+        _fail(str(err))
     try:
-        bar = _RunProgress(int(rounds))
+        bar = _RunProgress(rounds)
         with _showing(bar.progress):
             result = run_api(resume=run_dir, progress=bar)
     except FedkdInputError as err:
         _fail(str(err))
     except RunFailed as err:
         _fail(str(err), code=1)
+    except OSError as err:
+        _fail_os(err)
     except KeyboardInterrupt:
         console.print("interrupted; run `fedkd run --resume` again to continue")
         raise typer.Exit(130) from None
@@ -282,9 +343,19 @@ def compare(
         typer.Option("--set", help="dotted.key=value override for every run (repeatable)."),
     ] = None,
     out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Compare folder (default runs/<name>-compare-<time>)."),
+        str | None,
+        typer.Option(
+            "--out",
+            help="Compare folder (default a new runs/<name>-compare-<time>); new or empty.",
+        ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Let --out be an earlier compare folder: its files are removed first.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Run several strategies (and seeds) on one config; write a comparison table and plot."""
@@ -307,11 +378,15 @@ def compare(
         seed_list = parse_seeds(seeds) if seeds is not None else None
         bar = _CompareProgress(len(names) * (len(seed_list) if seed_list else 1))
         try:
-            result = compare_api(config, names, seed_list, out, set_ or [], progress=bar)
+            result = compare_api(
+                config, names, seed_list, out, set_ or [], progress=bar, overwrite=overwrite
+            )
         finally:
             bar.progress.stop()
     except FedkdInputError as err:
         _fail(str(err))
+    except OSError as err:
+        _fail_os(err)
     except KeyboardInterrupt:
         where = f"{out}/compare.json" if out else "compare.json of the compare folder"
         console.print(f"interrupted; finished runs are in {where}")
@@ -337,13 +412,20 @@ def attack(
     """Membership inference on a run's students and teachers: attack.json, attack_roc.png."""
     if run_dir is None:
         _fail("missing RUN_DIR argument: give a finished run directory, e.g. runs/quickstart")
+    from fedkd.checkpoint import latest_checkpoint
     from fedkd.privacy.membership import attack_run
+    from fedkd.results import RunDirLock
 
+    if not (run_dir / "config.json").is_file():
+        _fail(f"{run_dir}: not a finished fedkd run directory (no config.json)")
     try:
-        with console.status("membership inference"):
+        latest_checkpoint(run_dir)  # a crafted or corrupt checkpoint is refused before any work
+        with RunDirLock(run_dir), console.status("membership inference"):
             report = attack_run(run_dir, reference_epochs)
     except FedkdInputError as err:
         _fail(str(err))
+    except OSError as err:
+        _fail_os(err)
     table = Table(title=f"membership inference - {run_dir}")
     for col in ("model", "members", "loss AUC", "loss TPR@1%FPR", "ref AUC", "ref TPR@1%FPR"):
         table.add_column(col)

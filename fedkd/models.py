@@ -158,7 +158,7 @@ def _check_size(spec: str, input_shape: tuple[int, ...], num_classes: int) -> in
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMETERS:
         raise ValueError(
-            f"{spec!r} has {n:,} parameters for inputs {input_shape} and {num_classes} "
+            f"the model has {n:,} parameters for inputs {input_shape} and {num_classes} "
             f"classes; at most {MAX_PARAMETERS:,}"
         )
     return n

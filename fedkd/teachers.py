@@ -246,7 +246,7 @@ def _read_checkpoint(path: Path, given: str, count: int) -> list[dict[str, torch
     try:
         loaded = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - unreadable, truncated, foreign: one refusal
-        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
         raise ConfigError(
             f"teachers.checkpoint={given!r}: not a readable teacher checkpoint "
             f"({type(err).__name__}: {reason}); write one with save_teachers_checkpoint"
