@@ -101,7 +101,7 @@ class _Encoder:
         if arr.dtype.hasobject:
             raise TypeError(f"checkpoint: {where} is an object array, which cannot be stored")
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.ascontiguousarray(arr)
+        self.arrays[key] = arr
         return key
 
     def encode(self, obj: Any, where: str) -> Any:
