@@ -1,5 +1,7 @@
 """The README's two set-up commands are the ones CI runs."""
 
+import importlib.util
+import json
 import re
 
 from .conftest import ROOT
@@ -27,3 +29,34 @@ def test_readme_starts_with_exactly_two_setup_commands():
 
 def test_readme_table_is_filled_in():
     assert "QUICKSTART_TABLE" not in (ROOT / "README.md").read_text()
+
+
+def _quickstart_script():
+    spec = importlib.util.spec_from_file_location(
+        "readme_quickstart", ROOT / "simulations" / "readme_quickstart.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_quickstart_block_is_the_kept_run_and_its_json():
+    # regenerate with: python simulations/readme_quickstart.py (a fresh-clone quickstart)
+    script = _quickstart_script()
+    output = script.OUTPUT.read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert script.render(readme, output) == readme
+    figures = json.loads(script.FIGURES.read_text())
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    block = "\n".join(script.table_lines(output))
+    students = " / ".join(
+        pct(figures[k])
+        for k in ("student_accuracy_mean", "student_accuracy_p10", "student_accuracy_min")
+    )
+    assert students in block
+    assert pct(figures["teacher_accuracy"]) in block
+    assert pct(figures["local_only_accuracy_mean"]) in block
+    flat = " ".join(block.replace("│", " ").split())
+    for acc in figures["teacher_accuracies"]:
+        assert pct(acc) in flat
+    assert "(cached)" not in block  # measured from an empty cache, as on a fresh clone
