@@ -321,12 +321,13 @@ class StrategyConfig(_Section):
         le=1,
         description="The run stops (exit 1, one line naming the phase, the counts and the "
         "rejection kinds) when fewer than this fraction of the clients asked in a phase "
-        "send a valid reply: discovery, each round's train and evaluate replies, the "
-        "local-only baseline. Rejected replies (broken, out of range, too large, no reply "
-        "within round_timeout_s) count against it; with devices.tiers, replies the round "
-        "policy drops as late and simulated crashes (failure_prob) do not, and void rounds "
-        "are not checked. Discovery and the baseline need at least one valid reply, and a "
-        "run in which no train reply was valid fails, even at 0 (0 = no per-round check).",
+        "send a valid reply: discovery, each round's train replies, the local-only "
+        "baseline (evaluate replies are checked one by one, not counted). Rejected replies "
+        "(broken, out of range, too large, no reply within round_timeout_s) count against "
+        "it; with devices.tiers, replies the round policy drops as late and simulated "
+        "crashes (failure_prob) do not, and void rounds are not checked. Discovery and the "
+        "baseline need at least one valid reply, and a run in which no train reply was "
+        "valid fails, even at 0 (0 = no per-round check).",
     )
     round_timeout_s: float = Field(
         3600.0,

@@ -2,11 +2,143 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedkd import keys
 from fedkd.compression import TOPK_IDX, Q, decode
+
+Rejection = tuple[str, str]
+"""``(kind, reason)``: a short category (counted in ``summary.json``) and the detail."""
+
+PARTITION_ID_LIMIT = 2**31
+"""Partition ids are below this: simulated ids are ``0..num_clients-1``; a device with its
+own ``data-path`` may use its node id modulo ``2**31`` (see ``client_app._partition_id``)."""
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """What one metric of a reply must be.
+
+    Parameters
+    ----------
+    key : str
+        The metric's name in the reply's ``keys.METRICS`` record.
+    lo, hi : float, optional
+        Inclusive bounds (``None``: unbounded on that side).
+    integer : bool
+        The value must be a whole number (an ``int``, or a float without fraction).
+    required : bool
+        A reply without the metric is rejected (``missing_record``); an optional metric is
+        checked only when present.
+
+    """
+
+    key: str
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    required: bool = True
+
+    def allowed(self) -> str:
+        """The allowed values in words, e.g. ``an integer >= 0`` or ``a number in [0, 1]``."""
+        what = "an integer" if self.integer else "a finite number"
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in [{self.lo:.10g}, {self.hi:.10g}]"
+        if self.lo is not None:
+            return f"{what} >= {self.lo:.10g}"
+        if self.hi is not None:
+            return f"{what} <= {self.hi:.10g}"
+        return what
+
+    def check(self, metrics: MetricRecord) -> Rejection | None:
+        """Why ``metrics[key]`` breaks the rule (``bad_metric`` / ``out_of_range``), or None."""
+        if self.key not in metrics:
+            return ("missing_record", f"missing metric '{self.key}'") if self.required else None
+        value = metrics[self.key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or (self.integer and float(value) != math.floor(value))
+        ):
+            return (
+                "bad_metric",
+                f"metric '{self.key}' = {value!r} is not {self.allowed()}",
+            )
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            return (
+                "out_of_range",
+                f"metric '{self.key}' = {value:.10g} is outside the allowed range: "
+                f"{self.allowed()}",
+            )
+        return None
+
+
+def _rules(*rules: MetricRule) -> tuple[MetricRule, ...]:
+    return rules
+
+
+PARTITION = MetricRule(keys.PARTITION_ID, lo=0, hi=PARTITION_ID_LIMIT - 1, integer=True)
+SIZE = MetricRule(keys.NUM_EXAMPLES, lo=0, integer=True)
+
+DISCOVERY_RULES = _rules(PARTITION, SIZE)
+"""A discovery (``query``) reply: partition id and private data size."""
+
+TRAIN_RULES = _rules(
+    PARTITION,
+    SIZE,
+    MetricRule(keys.TRAIN_LOSS),
+    MetricRule(keys.DISTILL_LOSS, required=False),
+    MetricRule(keys.CE_LOSS, required=False),
+    MetricRule(keys.TEST_ACCURACY, lo=0, hi=1, required=False),
+    MetricRule(keys.DP_STEPS, lo=0, integer=True, required=False),
+)
+"""A train reply: ids and sizes, finite losses, an accuracy in [0, 1] when sent."""
+
+EVALUATE_RULES = _rules(
+    PARTITION,
+    MetricRule(keys.TEST_ACCURACY, lo=0, hi=1),
+    MetricRule(keys.NUM_EXAMPLES, lo=0, integer=True, required=False),
+)
+"""An evaluate reply: the test accuracy in [0, 1]."""
+
+BASELINE_RULES = _rules(
+    PARTITION,
+    MetricRule(keys.LOCAL_ONLY_ACCURACY, lo=0, hi=1),
+    MetricRule(keys.NUM_EXAMPLES, lo=0, integer=True, required=False),
+)
+"""A local-only baseline reply: its test accuracy in [0, 1]."""
+
+
+def check_histogram(metrics: MetricRecord, num_classes: int, size: int) -> Rejection | None:
+    """Why the reply's class histogram is wrong (``bad_histogram``), or None (also when absent).
+
+    A histogram has ``num_classes`` non-negative integer counts that sum to ``size``.
+    """
+    if keys.CLASS_HISTOGRAM not in metrics:
+        return None
+    hist = metrics[keys.CLASS_HISTOGRAM]
+    name = f"metric '{keys.CLASS_HISTOGRAM}'"
+    if not isinstance(hist, list) or len(hist) != num_classes:
+        n = len(hist) if isinstance(hist, list) else "not a list"
+        return "bad_histogram", f"{name} has length {n}; expected {num_classes} class counts"
+    for c, v in enumerate(hist):
+        if not math.isfinite(v) or v < 0 or float(v) != math.floor(v):
+            return (
+                "bad_histogram",
+                f"{name}[{c}] = {v!r}; allowed: an integer >= 0",
+            )
+    total = int(sum(int(v) for v in hist))
+    if total != size:
+        return (
+            "bad_histogram",
+            f"{name} sums to {total}; it must equal '{keys.NUM_EXAMPLES}' = {size}",
+        )
+    return None
 
 
 def reply_size(msg: Message) -> int:
@@ -18,14 +150,11 @@ def reply_size(msg: Message) -> int:
     return int(recorddict_to_proto(msg.content).ByteSize())
 
 
-Rejection = tuple[str, str]
-"""``(kind, reason)``: a short category (counted in ``summary.json``) and the detail."""
-
-
 def check_reply(
     msg: Message,
     *,
-    required_metrics: tuple[str, ...],
+    required_metrics: tuple[str, ...] = (),
+    rules: tuple[MetricRule, ...] = (),
     logits_shape: tuple[int, int] | None = None,
     max_bytes: int | None = None,
     size: int | None = None,
@@ -34,11 +163,13 @@ def check_reply(
     """Return why ``msg`` must be rejected, or ``None`` when it is well formed.
 
     Checks: no error, size within ``max_bytes``, a metrics record with finite values for
-    ``required_metrics`` and, when ``logits_shape`` is given, a float logits array of
+    ``required_metrics``, every metric of ``rules`` of the right type and in its range
+    (:class:`MetricRule`) and, when ``logits_shape`` is given, a float logits array of
     exactly that shape with only finite values. Kinds: ``client_error``, ``oversized``,
-    ``missing_record``, ``bad_metric``, ``undecodable``, ``bad_dtype``, ``bad_shape``,
-    ``non_finite``. With ``weight_shapes``, the reply must carry a student state dict
-    (``keys.WEIGHTS``) with exactly those arrays, float and finite (``bad_weights``).
+    ``missing_record``, ``bad_metric``, ``out_of_range``, ``undecodable``, ``bad_dtype``,
+    ``bad_shape``, ``non_finite``. With ``weight_shapes``, the reply must carry a student
+    state dict (``keys.WEIGHTS``) with exactly those arrays, float and finite
+    (``bad_weights``).
     """
     if msg.has_error():
         return "client_error", f"client error: {msg.error.reason}"
@@ -54,6 +185,10 @@ def check_reply(
         value = metrics[key]
         if not isinstance(value, int | float) or not np.isfinite(value):
             return "bad_metric", f"metric '{key}' is not a finite number ({value!r})"
+    for rule in rules:
+        rejection = rule.check(metrics)
+        if rejection is not None:
+            return rejection
     if logits_shape is not None:
         if keys.REPLY_LOGITS not in content.array_records:
             return "missing_record", f"missing array record '{keys.REPLY_LOGITS}'"

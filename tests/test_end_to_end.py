@@ -171,6 +171,7 @@ def test_hostile_and_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
             "workers=4",
             "strategy.round_timeout_s=2",
             "strategy.max_reply_bytes=1000000",
+            "strategy.min_valid_fraction=0.1",  # 1 of 8 train replies is valid by design
             "baselines.local_only=false",
         ],
     )
@@ -196,10 +197,12 @@ def test_hostile_and_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
     reasons = " | ".join(r["reason"] for r in rows[0]["rejections"])
     assert "device crashed mid-round" in reasons and "exceeds the 1000000-byte limit" in reasons
     s = result.summary
-    assert s["rejected_replies"] == 14
-    assert s["rejected_by_kind"] == {k: 2 for k in kinds.values()}
-    # the run completes; every client is evaluated at the end, including the misbehaving ones
-    assert rows[-1]["evaluated"] >= 7 and s["final"]["student_accuracy_mean"] is not None
+    # partition 7 is still busy with its late train call when its round's evaluate comes:
+    # no reply there either (the grid never runs two calls of one node at once)
+    assert s["rejected_replies"] == 16
+    assert s["rejected_by_kind"] == {k: 4 if k == "no_reply" else 2 for k in kinds.values()}
+    # the run completes; every other client is evaluated at the end, misbehaving ones too
+    assert rows[-1]["evaluated"] == 7 and s["final"]["student_accuracy_mean"] is not None
     assert (tmp_path / "summary.json").is_file()
 
 

@@ -9,10 +9,12 @@ every ClientApp call and back to the server afterwards.
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import threading
+import time
 import traceback
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
 
@@ -32,6 +34,9 @@ NODE_ID_OFFSET = 1000
 """Node ids are ``NODE_ID_OFFSET + partition id`` (deterministic, never the SuperLink's)."""
 
 SERVER_TASK_ID = 1
+
+CLOSE_GRACE_S = 60.0
+"""Seconds :meth:`InProcessGrid.close` waits for client calls that passed their deadline."""
 
 
 def set_server_identity(run_id: int) -> None:
@@ -58,14 +63,29 @@ class InProcessGrid(Grid):
         Where node states live between messages (see :mod:`fedkd.state_store`); without
         one, every node's Context stays in memory for the whole run.
     workers : int
-        ClientApp calls of one ``send_and_receive`` run on this many threads. Each node's
-        work depends only on its own seed and state, and replies are sorted by partition
-        before fusion, so results do not depend on ``workers``. With one worker the grid
-        sets ``TaskIdentity`` to each node around its call; with several, TaskIdentity
-        (a process-wide class attribute) keeps the server's identity during client calls
-        and replies take their metadata from the instruction message.
+        ClientApp calls of one ``send_and_receive`` run on this many threads at once. Each
+        node's work depends only on its own seed and state, and replies are sorted by
+        partition before fusion, so results do not depend on ``workers``. Called without a
+        timeout and with one worker, calls run one after another in the caller's thread
+        and the grid sets ``TaskIdentity`` to each node around its call; otherwise each
+        call runs on a thread of its own, TaskIdentity (a process-wide class attribute)
+        keeps the server's identity during client calls and replies take their metadata
+        from the instruction message.
+
+    Notes
+    -----
+    With a ``timeout``, every message has a deadline of its own, ``timeout`` seconds
+    after its call starts (a simulated device starts when a worker is free for it), so
+    messages queued behind others are not penalised. A call past its deadline counts as
+    no reply and is abandoned: its thread runs on without holding one of the ``workers``
+    slots, whatever it returns later is dropped, and its node state is not stored. A
+    message to a node whose abandoned call is still running gets no reply (the device is
+    busy) instead of a second, concurrent call on the same Context.
 
     """
+
+    simulated_partitions = True
+    """Node ``NODE_ID_OFFSET + i`` is partition ``i`` (see :meth:`partition_of`)."""
 
     def __init__(
         self,
@@ -78,7 +98,8 @@ class InProcessGrid(Grid):
     ) -> None:
         self._workers = max(1, workers)
         self.state_store = state_store
-        self._pool: ThreadPoolExecutor | None = None
+        self._busy: set[int] = set()  # nodes whose call is still running (maybe abandoned)
+        self._threads: set[threading.Thread] = set()  # client calls still running
         self._app = client_app
         self._num_nodes = num_nodes
         self._run_config = dict(run_config)
@@ -110,6 +131,10 @@ class InProcessGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:  # noqa: D102
         return range(NODE_ID_OFFSET, NODE_ID_OFFSET + self._num_nodes)
 
+    def partition_of(self, node_id: int) -> int:
+        """The partition id node ``node_id`` serves (the only one its replies may claim)."""
+        return node_id - NODE_ID_OFFSET
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
         ids = []
         for msg in messages:
@@ -126,7 +151,7 @@ class InProcessGrid(Grid):
         for mid in message_ids:
             msg = self._pending.pop(mid, None)
             if msg is not None:
-                replies.append(self._execute(msg))
+                replies.append(self._execute(msg, identity=self._workers <= 1))
         return replies
 
     def send_and_receive(  # noqa: D102
@@ -134,22 +159,88 @@ class InProcessGrid(Grid):
     ) -> Iterable[Message]:
         msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
         if timeout is None and self._workers <= 1:
-            return [self._execute(m) for m in msgs]
-        # threads; replies not back within `timeout` seconds are left out (as on a real
-        # Grid). A client that never returns keeps its worker thread busy.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fedkd-client")
-        futures = [self._pool.submit(self._execute, m) for m in msgs]
-        done, late = wait(futures, timeout=timeout)
-        if late:
-            log.info("%d client(s) did not answer within %s s", len(late), timeout)
-        return [f.result() for f in futures if f in done]
+            return [self._execute(m, identity=True) for m in msgs]
+        return self._run_threaded(msgs, timeout)
 
-    def close(self) -> None:
-        """Stop the worker threads (without waiting for clients that never returned)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _run_threaded(self, msgs: list[Message], timeout: float | None) -> list[Message]:
+        """Replies to ``msgs``, each call on its own thread with its own deadline (Notes)."""
+        finished: queue.SimpleQueue[tuple[int, Message]] = queue.SimpleQueue()
+        abandoned: set[int] = set()
+        replies: dict[int, Message] = {}
+        running: dict[int, float] = {}  # message index -> deadline (monotonic)
+        nxt, late, busy = 0, 0, 0
+
+        def work(i: int, msg: Message) -> None:
+            node = msg.metadata.dst_node_id
+            try:
+                reply = self._execute(msg, keep=lambda: i not in abandoned)
+            except BaseException as err:  # noqa: BLE001 - e.g. sys.exit() in the app
+                reason = f"{type(err).__name__}: {err}"
+                reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
+            try:
+                finished.put((i, reply))
+            finally:
+                with self._lock:
+                    self._busy.discard(node)
+                    self._threads.discard(threading.current_thread())
+
+        while nxt < len(msgs) or running:
+            while nxt < len(msgs) and len(running) < self._workers:
+                i, msg = nxt, msgs[nxt]
+                nxt += 1
+                node = msg.metadata.dst_node_id
+                with self._lock:
+                    if node in self._busy:
+                        busy += 1
+                        continue
+                    self._busy.add(node)
+                    thread = threading.Thread(
+                        target=work, args=(i, msg), name=f"fedkd-client-{node}", daemon=True
+                    )
+                    self._threads.add(thread)
+                running[i] = math.inf if timeout is None else time.monotonic() + timeout
+                thread.start()
+            if not running:
+                continue
+            wait_s = min(running.values()) - time.monotonic()
+            try:
+                i, reply = finished.get(timeout=None if math.isinf(wait_s) else max(0.0, wait_s))
+            except queue.Empty:
+                pass
+            else:
+                if running.pop(i, None) is not None:
+                    replies[i] = reply
+            now = time.monotonic()
+            for i in [i for i, d in running.items() if d <= now]:
+                del running[i]
+                abandoned.add(i)  # its thread runs on; its reply and state are dropped
+                late += 1
+        if late:
+            log.info("%d client(s) did not answer within %s s of their start", late, timeout)
+        if busy:
+            log.info("%d client(s) still busy with a call past its deadline: no reply", busy)
+        return [replies[i] for i in range(len(msgs)) if i in replies]
+
+    def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Wait up to ``grace_s`` seconds in all for client calls that passed their deadline.
+
+        A client thread still inside PyTorch when the interpreter exits can abort the
+        process, so late calls get a chance to end; one still running after ``grace_s``
+        is left behind (a warning names its node).
+        """
+        end = time.monotonic() + grace_s
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        left = sorted(t.name for t in threads if t.is_alive())
+        if left:
+            log.warning(
+                "%d client call(s) past their deadline still running after %.0f s: %s",
+                len(left),
+                grace_s,
+                ", ".join(left),
+            )
 
     # -- checkpoints --------------------------------------------------------------------
     def commit_round(self, server_round: int) -> None:
@@ -205,23 +296,29 @@ class InProcessGrid(Grid):
 
         return recorddict_to_proto(context.state).SerializeToString()
 
-    def _execute(self, msg: Message) -> Message:
+    def _execute(
+        self, msg: Message, identity: bool = False, keep: Callable[[], bool] | None = None
+    ) -> Message:
+        """Run the app on ``msg`` (``identity``: set TaskIdentity to the node around it).
+
+        ``keep()`` False after the call (an abandoned call): the node state is not stored.
+        """
         node = msg.metadata.dst_node_id
-        sequential = self._workers <= 1
-        if sequential:
+        if identity:
             TaskIdentity.node_id = node
             TaskIdentity.task_id = node
         try:
             context = self.context(node)
             before = self.fingerprint(context) if self.state_store is not None else None
             reply = self._app(msg, context)
-            self.release(msg, context, before)
+            if keep is None or keep():
+                self.release(msg, context, before)
         except Exception as err:  # noqa: BLE001 - a client crash becomes an error reply
             reason = f"{type(err).__name__}: {err}"
             log.debug("client %s raised:\n%s", node, traceback.format_exc())
             reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
         finally:
-            if sequential:
+            if identity:
                 set_server_identity(self._run.run_id)
         reply.metadata.__dict__["_message_id"] = uuid4().hex
         return reply

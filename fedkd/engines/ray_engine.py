@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import socket
 import time
@@ -34,6 +35,9 @@ from fedkd.state_store import ClientStateStore
 log = logging.getLogger("fedkd")
 
 APP_REF = "fedkd.client_app:app"
+
+ACTOR_START_S = 300.0
+"""Seconds to wait for a (replacement) actor to start before giving up on its queue."""
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -65,6 +69,10 @@ class ClientActor:
         module, _, attr = app_ref.partition(":")
         self._app = getattr(importlib.import_module(module), attr)
 
+    def ready(self) -> bool:
+        """True once the actor is constructed (the engine waits for it before sending)."""
+        return True
+
     def run(self, msg: Message, context: Context) -> tuple[Message | None, Any, str | None]:
         """``(reply, new node state, None)``, or ``(None, None, reason)`` if the app raised."""
         from flwr.supercore.task_identity import TaskIdentity
@@ -77,6 +85,18 @@ class ClientActor:
         except Exception as err:  # noqa: BLE001 - the node's error reply
             return None, None, f"{type(err).__name__}: {err}"
         return reply, context.state, None
+
+
+@dataclass
+class _Call:
+    """A ClientApp call in flight on an actor."""
+
+    pool: int
+    actor: Any
+    msg: Message
+    ctx: Context
+    before: bytes | None
+    deadline: float  # monotonic; inf without a timeout
 
 
 @dataclass
@@ -131,6 +151,7 @@ class RayGrid(InProcessGrid):
         local_app = getattr(importlib.import_module(module), attr)
         super().__init__(local_app, num_nodes, run_config, run_id=run_id, state_store=state_store)
         self._cfg = cfg
+        self._app_ref = app_ref
         env = {"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
         if os.environ.get("FEDKD_CACHE"):
             env["FEDKD_CACHE"] = os.environ["FEDKD_CACHE"]
@@ -162,6 +183,9 @@ class RayGrid(InProcessGrid):
         self._pools = self._make_pools(
             float(resources.get("CPU", 1)), float(resources.get("memory", 0))
         )
+        # deadlines count from a call's dispatch: start every actor before the first one
+        pings = [a.ready.remote() for p in self._pools for a in p.actors]
+        ray.wait(pings, num_returns=len(pings), timeout=ACTOR_START_S)
 
     # -- pools ----------------------------------------------------------------------
     def _make_pools(self, total_cpus: float, total_memory: float) -> list[_Pool]:
@@ -224,7 +248,7 @@ class RayGrid(InProcessGrid):
         options: dict[str, Any] = {"num_cpus": pool.cpus}
         if pool.memory:
             options["memory"] = pool.memory
-        return self._actor_cls.options(**options).remote(APP_REF, self._cfg.threads)
+        return self._actor_cls.options(**options).remote(self._app_ref, self._cfg.threads)
 
     def _pool_of(self, node_id: int) -> int:
         index = self._cfg.tier_index(node_id - NODE_ID_OFFSET)
@@ -234,6 +258,13 @@ class RayGrid(InProcessGrid):
     def send_and_receive(  # noqa: D102
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
+        """Run each message on an idle actor of its node's pool.
+
+        Every call has a deadline of its own, ``timeout`` seconds after its dispatch to an
+        actor, so messages queued behind a slow client are not penalised. A call past its
+        deadline counts as no reply: its actor is killed (the node's state is not
+        updated) and a replacement takes further messages once it has started.
+        """
         import ray
 
         msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
@@ -243,9 +274,10 @@ class RayGrid(InProcessGrid):
         for q in queues:
             q.reverse()  # pop() takes them in order
         idle = [list(p.actors) for p in self._pools]
-        running: dict[Any, tuple[int, Any, Message, Context, bytes | None]] = {}
+        running: dict[Any, _Call] = {}
+        warming: dict[Any, tuple[int, Any, float]] = {}  # ready() ref -> pool, actor, give up
         replies: dict[str, Message] = {}
-        deadline = None if timeout is None else time.monotonic() + timeout
+        late = 0
 
         def dispatch() -> None:
             for i, q in enumerate(queues):
@@ -254,38 +286,66 @@ class RayGrid(InProcessGrid):
                     actor = idle[i].pop()
                     ctx = self.context(msg.metadata.dst_node_id)
                     before = self.fingerprint(ctx) if self.state_store is not None else None
-                    running[actor.run.remote(msg, ctx)] = (i, actor, msg, ctx, before)
+                    deadline = math.inf if timeout is None else time.monotonic() + timeout
+                    ref = actor.run.remote(msg, ctx)
+                    running[ref] = _Call(i, actor, msg, ctx, before, deadline)
+
+        def restart(pool: int, actor: Any) -> None:
+            new = self._replace(pool, actor)
+            warming[new.ready.remote()] = (pool, new, time.monotonic() + ACTOR_START_S)
 
         dispatch()
-        while running:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = ray.wait(list(running), num_returns=1, timeout=left)
-            if not done:
-                break  # timeout: the rest count as no reply
-            ref = done[0]
-            pool, actor, msg, ctx, before = running.pop(ref)
-            try:
-                reply, state, reason = ray.get(ref)
-            except ray.exceptions.RayError as err:  # actor died: replace it
-                reply, state, reason = None, None, f"{type(err).__name__}: {err}"
-                actor = self._replace(pool, actor)
-            if reply is None:
-                log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)
-                reply = Message(
-                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(reason)), reply_to=msg
-                )
-            else:
-                ctx.state = state
-                self.release(msg, ctx, before)
-            reply.metadata.__dict__["_message_id"] = uuid4().hex
-            replies[msg.metadata.message_id] = reply
-            idle[pool].append(actor)
+        while running or (warming and any(queues)):
+            ends = [c.deadline for c in running.values()] + [w[2] for w in warming.values()]
+            left = max(0.0, min(ends) - time.monotonic())
+            done, _ = ray.wait(
+                [*running, *warming], num_returns=1, timeout=None if math.isinf(left) else left
+            )
+            for ref in done:
+                if ref in warming:
+                    pool, actor, _ = warming.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle[pool].append(actor)
+                    except ray.exceptions.RayError as err:
+                        log.warning("ray: a replacement actor failed to start (%s)", err)
+                        restart(pool, actor)
+                    continue
+                call = running.pop(ref)
+                try:
+                    reply, state, reason = ray.get(ref)
+                except ray.exceptions.RayError as err:  # actor died: replace it
+                    reply, state, reason = None, None, f"{type(err).__name__}: {err}"
+                    restart(call.pool, call.actor)
+                else:
+                    idle[call.pool].append(call.actor)
+                msg = call.msg
+                if reply is None:
+                    log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)
+                    reply = Message(
+                        Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(reason)), reply_to=msg
+                    )
+                else:
+                    call.ctx.state = state
+                    self.release(msg, call.ctx, call.before)
+                reply.metadata.__dict__["_message_id"] = uuid4().hex
+                replies[msg.metadata.message_id] = reply
+            now = time.monotonic()
+            for ref in [r for r, c in running.items() if c.deadline <= now]:
+                call = running.pop(ref)
+                late += 1
+                restart(call.pool, call.actor)  # still busy with a late call
+            for ref in [r for r, w in warming.items() if w[2] <= now]:
+                pool, _, _ = warming.pop(ref)
+                log.warning("ray: a replacement actor did not start in %.0f s", ACTOR_START_S)
+            for i, q in enumerate(queues):  # a pool left without actors cannot answer
+                if q and not idle[i] and not any(c.pool == i for c in running.values()):
+                    if not any(w[0] == i for w in warming.values()):
+                        late += len(q)
+                        q.clear()
             dispatch()
-        if running or any(queues):
-            late = len(running) + sum(len(q) for q in queues)
-            log.info("%d client(s) did not answer within %s s", late, timeout)
-            for pool, actor, *_ in running.values():
-                self._replace(pool, actor)  # still busy with a late call
+        if late:
+            log.info("%d client(s) did not answer within %s s of their dispatch", late, timeout)
         return [replies[m.metadata.message_id] for m in msgs if m.metadata.message_id in replies]
 
     def _replace(self, pool: int, actor: Any) -> Any:

@@ -4,9 +4,10 @@ Every message still goes through Flower's Message API and each node keeps its ow
 persistent Context. Train instructions of one ``send_and_receive`` are handed together to
 :func:`fedkd.client_app.train_cohort`, which trains clients of one student architecture
 as a single batch (:mod:`fedkd.vectorized`); every other message type is executed one by
-one exactly as by the in-process engine. Metrics equal the in-process engine's up to
-float rounding. Train replies are not subject to ``strategy.round_timeout_s`` (a cohort
-finishes together).
+one exactly as by the in-process engine, each with its own deadline (see
+:class:`~fedkd.engines.inprocess.InProcessGrid`). Metrics equal the in-process engine's up
+to float rounding. Train replies are not subject to ``strategy.round_timeout_s``: a cohort
+trains as one batch and finishes together, so no client of it can make another late.
 """
 
 from __future__ import annotations
