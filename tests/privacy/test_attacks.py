@@ -255,3 +255,13 @@ def test_unsafe_privacy_combinations_are_refused_with_exit_2(tmp_path, config, s
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_client_dp_with_tiers_is_accounted_without_amplification_when_asked():
+    sets = ["privacy.mode=client_dp", "privacy.epsilon=8", "strategy.name=hybrid"]
+    cfg = load_config(ROOT / "tests" / "edge_tiny.toml", [*sets, "privacy.amplification=false"])
+    plan = plan_privacy(cfg, [50] * cfg.num_clients, 1000)
+    assert plan.sample_rate == 1.0  # every client counted in every round: sound for any tier
+    assert plan.summary()["sampling"] == "none counted (q = 1)"
+    free = plan_privacy(load_config(TINY, [*sets, "strategy.fraction=0.5"]), [50] * 4, 1000)
+    assert free.sample_rate == 0.5 and free.noise_multiplier < plan.noise_multiplier
