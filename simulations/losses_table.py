@@ -86,7 +86,7 @@ def rows() -> dict[str, list[str]]:
 
 def measure(config: str, overrides: list[str], out: Path) -> dict[str, Any]:
     """One quickstart run; the figures the table shows."""
-    s = fedkd.run(config, overrides=overrides, out=out).summary
+    s = fedkd.run(config, overrides=overrides, out=out, overwrite=True).summary
     rounds = s["rounds"]
     comm = s["communication"]
     return {

@@ -133,7 +133,7 @@ def main() -> None:
         if args.attack_only:
             wall = json.loads((out / label / "summary.json").read_text())["wall_time_s"]
         else:
-            fedkd.run(args.config, overrides=sets, out=out / label)
+            fedkd.run(args.config, overrides=sets, out=out / label, overwrite=True)
             wall = time.perf_counter() - t0
         rows.append(_row(label, mech, eps, out / label, wall))
         rows.sort(key=lambda r: order.get(r["run"], len(order)))

@@ -40,7 +40,7 @@ def main() -> None:
     for i, (label, overrides) in enumerate(VARIANTS):
         if chosen and i not in chosen:
             continue
-        s = fedkd.run(args.config, overrides=overrides, out=out / f"v{i}").summary
+        s = fedkd.run(args.config, overrides=overrides, out=out / f"v{i}", overwrite=True).summary
         results[label] = {
             "overrides": overrides,
             "mean": s["final"]["student_accuracy_mean"],

@@ -10,15 +10,15 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from fedkd.strategies.base import KDStrategy
 
 import fedkd
 from fedkd import keys
 from fedkd.config import load_config
 from fedkd.privacy.accounting import plan_privacy
 from fedkd.privacy.client_dp import clip_upload, sensitivity
-from fedkd.privacy.noise import TAG_CENTRAL, SecureNoise, SeededNoise
+from fedkd.privacy.noise import TAG_CENTRAL, SeededNoise
 from fedkd.privacy.pate import pate_targets
-from fedkd.strategies.base import KDStrategy
 
 from ..conftest import ROOT, TINY, fedkd_cmd
 
@@ -189,10 +189,9 @@ def test_a_device_owners_local_dp_floor_beats_the_run_config():
 
 
 def test_dp_sgd_replans_from_the_sizes_devices_report():
-    from fedkd.server_app import _replan_from_discovery
-
     from fedkd.privacy.accounting import epsilon
     from fedkd.privacy.dp_sgd import private_steps_per_epoch, sample_rate
+    from fedkd.server_app import _replan_from_discovery
 
     sets = [
         "privacy.mode=dp_sgd",
