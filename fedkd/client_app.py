@@ -263,7 +263,7 @@ class _TrainJob:
     dp_noise: float
     dp_clip: float
     dp_local: bool
-    dp_reproducible: bool
+    dp_reproducible: bool = False
 
     def cohort_key(self) -> tuple[object, ...]:
         """Jobs with equal keys can train as one vectorized cohort."""
