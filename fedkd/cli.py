@@ -64,13 +64,15 @@ def _fail(message: str, code: int = 2) -> None:
 _OS_RESOURCE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EMFILE}
 
 
-def _fail_os(err: OSError) -> None:
+def _fail_os(err: OSError, where: object = None) -> None:
     """One line for a file the command could not read or write, naming the path.
 
-    A path the user gave that cannot be used (permissions, not a directory, read-only)
-    is input: exit 2; a full disk or an I/O error is not: exit 1.
+    ``where`` (the run directory) is named when the error carries no file name (a write
+    that failed on a full disk). A path the user gave that cannot be used (permissions,
+    not a directory, read-only) is input: exit 2; a full disk or an I/O error is not:
+    exit 1.
     """
-    path = err.filename if err.filename is not None else "?"
+    path = err.filename if err.filename is not None else (where or "a file")
     other = f" -> {err.filename2}" if err.filename2 is not None else ""
     reason = err.strerror or type(err).__name__
     code = 1 if err.errno in _OS_RESOURCE_ERRORS else 2
@@ -283,7 +285,7 @@ def run(
     except RunFailed as err:
         _fail(str(err), code=1)
     except OSError as err:
-        _fail_os(err)
+        _fail_os(err, out or "the run directory")
     except KeyboardInterrupt:
         console.print("interrupted; completed rounds are in metrics.jsonl of the run directory")
         raise typer.Exit(130) from None
@@ -315,7 +317,7 @@ def _resume_run(run_dir: Path) -> None:
     except RunFailed as err:
         _fail(str(err), code=1)
     except OSError as err:
-        _fail_os(err)
+        _fail_os(err, run_dir)
     except KeyboardInterrupt:
         console.print("interrupted; run `fedkd run --resume` again to continue")
         raise typer.Exit(130) from None
@@ -386,7 +388,7 @@ def compare(
     except FedkdInputError as err:
         _fail(str(err))
     except OSError as err:
-        _fail_os(err)
+        _fail_os(err, out or "the compare folder")
     except KeyboardInterrupt:
         where = f"{out}/compare.json" if out else "compare.json of the compare folder"
         console.print(f"interrupted; finished runs are in {where}")
@@ -425,7 +427,7 @@ def attack(
     except FedkdInputError as err:
         _fail(str(err))
     except OSError as err:
-        _fail_os(err)
+        _fail_os(err, run_dir)
     table = Table(title=f"membership inference - {run_dir}")
     for col in ("model", "members", "loss AUC", "loss TPR@1%FPR", "ref AUC", "ref TPR@1%FPR"):
         table.add_column(col)

@@ -5,6 +5,7 @@ fails in config, data, checkpoint or flag validation, before any training. One c
 the real ``python -m fedkd`` process to pin the same behaviour outside the runner.
 """
 
+import errno
 import io
 import json
 import logging
@@ -18,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from fedkd.strategies import base as strategy_base
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fedkd import teachers
+from fedkd import cli, teachers
 from fedkd.cli import app
 from fedkd.config import FedkdConfig, TierConfig, load_config
 
@@ -432,6 +434,20 @@ def test_out_that_cannot_be_a_directory(tmp_path):
     assert str(blocker / "run") in line and "Not a directory" in line
     line = one_error_line(["run", TINY, "--out", blocker])
     assert str(blocker) in line
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_full_disk_is_one_line_naming_the_run_directory_exit_1(capsys):
+    # a real ENOSPC (writes to /dev/full always fail so), as a write in the run would raise
+    with pytest.raises(OSError) as err, open("/dev/full", "w") as f:
+        f.write("x" * 100)
+        f.flush()
+    assert err.value.errno == errno.ENOSPC
+    with pytest.raises(typer.Exit) as stop:
+        cli._fail_os(err.value, "runs/x")
+    assert stop.value.exit_code == 1  # not the user's input: exit 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["error: cannot use runs/x: No space left on device"]
 
 
 # --------------------------------------------------------------------------- teachers, models
