@@ -996,11 +996,10 @@ def _walk_loc(
             ann, field = item, None
             continue
         if model is None or str(part) not in model.model_fields:
-            if field is None and model is not None and not out:
-                out.append(part)  # an unknown top-level key
-            elif model is not None and field is None:
-                out.append(part)
-            continue  # a union member tag such as 'float' or 'function-after[...]'
+            if model is not None:
+                out.append(part)  # an unknown key of a table: the error names it
+            # else a union member tag under a field, such as 'float': dropped
+            continue
         out.append(part)
         field = model.model_fields[str(part)]
         ann = field.annotation
