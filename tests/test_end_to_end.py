@@ -223,7 +223,7 @@ def test_hostile_and_broken_replies_are_rejected_and_rounds_go_on(tmp_path):
         ),
         (
             [str(TINY), "--set", "student.model=cnn:width=0"],
-            "student.model='cnn:width=0': cnn needs width >= 1",
+            "student.model='cnn:width=0': argument width='0' of model family 'cnn'",
         ),
     ],
 )

@@ -89,9 +89,18 @@ class RecordingFedMD(FedMD):
         super().fuse_client_logits(server_round, proxy_idx, logits, weights)
 
 
-@register_strategy("test_recording_fedmd")
 def _recording_fedmd(cfg, teachers) -> RecordingFedMD:
     return RecordingFedMD(cfg, *_shape(cfg, teachers))
+
+
+@pytest.fixture(autouse=True)
+def _recording_strategy():
+    """Registered for this module's tests only (other tests list the registry)."""
+    from fedkd.strategies import STRATEGY_REGISTRY
+
+    register_strategy("test_recording_fedmd")(_recording_fedmd)
+    yield
+    STRATEGY_REGISTRY.pop("test_recording_fedmd", None)
 
 
 def _run(tmp_path, app: Callable, overrides: list[str], workers: int = 1):
