@@ -51,7 +51,7 @@ def table_lines(output: str) -> list[str]:
     lines = output.splitlines()
     start = next(i for i, ln in enumerate(lines) if "fedkd " in ln and " - runs/" in ln)
     end = max(i for i, ln in enumerate(lines) if ln.startswith("└"))
-    return lines[start : end + 1]
+    return [ln.rstrip() for ln in lines[start : end + 1]]
 
 
 def block(output: str) -> str:
@@ -76,7 +76,8 @@ def main() -> None:
             [sys.executable, "-m", "fedkd", *COMMAND.split()[1:], "--overwrite"],
             cwd=ROOT,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # the table and progress go to the terminal's stderr
             text=True,
             check=True,
         )
