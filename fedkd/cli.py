@@ -472,21 +472,8 @@ def config_cmd(
         _fail(str(err))
 
 
-class _DeployGroup(typer.core.TyperGroup):
-    """``fedkd deploy``: a usage error (bad integer, unknown option) is one line, exit 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as err:
-            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
-            _fail(where + " ".join(err.format_message().split()))
-
-
 deploy_app = typer.Typer(
-    cls=_DeployGroup,
+    cls=_OneLineUsageGroup,
     no_args_is_help=True,
     help="Certificates, keys and commands for deployment.",
 )
