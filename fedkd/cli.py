@@ -81,6 +81,9 @@ def _fail_os(err: OSError, where: object = None) -> None:
 
 def _setup_logging(verbose: bool) -> None:
     handler = RichHandler(console=console, show_path=False, show_time=False)
+    # RichHandler shows the level itself; without a formatter basicConfig would add its
+    # own "LEVEL:name:" prefix to every message
+    handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True
     )

@@ -380,6 +380,8 @@ def test_cli_max_reply_bytes_1_rejects_everything_and_exits_1(tmp_path):
     assert len(errors) == 1, proc.stdout + proc.stderr
     assert "discovery: only 0 of 4 replies were valid" in errors[0]
     assert "oversized x4" in errors[0] and "exceeds the 1-byte limit" in errors[0]
+    # the logged warning carries the level once (logging's own "WARNING:fedkd:" prefix not)
+    assert "rejected 4 replies" in proc.stderr and "WARNING:fedkd" not in proc.stderr
 
 
 # ---------------------------------------------------------------- slow clients
