@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 
 import fedkd
@@ -232,17 +233,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
         broken = tmp_path / "broken.toml"
         broken.write_text("rounds = [1,\n[data\n")
         args = [str(broken)]
-    cmd = fedkd_cmd("run", *args) if args else fedkd_cmd("run")
-    proc = subprocess.run(
-        [*cmd, "--out", str(tmp_path / "o")] if args else cmd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr
+    # in-process (typer's runner; the real entry point is pinned in test_bad_input.py)
+    import logging
+
+    from typer.testing import CliRunner
+
+    from fedkd.cli import app
+
+    root = logging.getLogger()
+    handlers, level, threads = root.handlers[:], root.level, torch.get_num_threads()
+    try:
+        res = CliRunner().invoke(
+            app, ["run", *args, "--out", str(tmp_path / "o")] if args else ["run"]
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+    assert res.exit_code == 2, res.output
+    crashed = None if isinstance(res.exception, SystemExit) else res.exception
+    assert crashed is None and "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], res.output
 
 
 @pytest.mark.parametrize(
