@@ -410,12 +410,9 @@ def _own_local_dp(cfg: FedkdConfig, context: Context) -> tuple[float, float, boo
 @functools.lru_cache(maxsize=8)
 def _planned_local_noise(p: PrivacyConfig, rounds: int) -> float:
     """Local client_dp's noise multiplier from the client's own config (q = 1)."""
-    from fedkd.privacy.accounting import noise_for_epsilon
+    from fedkd.privacy.accounting import planned_noise
 
-    if p.epsilon is not None:
-        return noise_for_epsilon(p.epsilon, 1.0, rounds, p.delta)
-    assert p.noise_multiplier is not None
-    return float(p.noise_multiplier)
+    return planned_noise(p, 1.0, rounds)
 
 
 def _adopt_weights(

@@ -155,12 +155,15 @@ THREAT_MODELS = {
 }
 
 
-def _noise(cfg: Any, sample_rate: float, steps: int) -> float:
-    p = cfg.privacy
-    if p.epsilon is not None:
-        return noise_for_epsilon(p.epsilon, sample_rate, steps, p.delta)
-    assert p.noise_multiplier is not None  # the config validator ensures one of the two
-    return float(p.noise_multiplier)
+def planned_noise(privacy: Any, sample_rate: float, steps: int) -> float:
+    """The noise multiplier of a ``privacy`` config section for ``steps`` at ``sample_rate``.
+
+    Solved for ``privacy.epsilon`` when a target is set, else ``privacy.noise_multiplier``.
+    """
+    if privacy.epsilon is not None:
+        return noise_for_epsilon(privacy.epsilon, sample_rate, steps, privacy.delta)
+    assert privacy.noise_multiplier is not None  # the config validator ensures one of the two
+    return float(privacy.noise_multiplier)
 
 
 def plan_privacy(
@@ -197,13 +200,13 @@ def plan_privacy(
         n = cfg.num_clients
         check_delta(n, "clients")
         q = 1.0 if p.local or not p.amplification else client_sample_rate(cfg)
-        z = _noise(cfg, q, cfg.rounds)
+        z = planned_noise(p, q, cfg.rounds)
         return PrivacyPlan(
             "client_dp", z, q, cfg.rounds, 1, p.delta, p.clip, p.epsilon, p.local, **source
         )
     if p.mode == "pate":
         check_delta(teacher_split, "samples of the teacher split")
-        z = _noise(cfg, 1.0, p.queries)
+        z = planned_noise(p, 1.0, p.queries)
         sigma = z * math.sqrt(2)
         return PrivacyPlan(
             "pate", z, 1.0, p.queries, 0, p.delta, None, p.epsilon, sigma=sigma, **source
@@ -226,7 +229,7 @@ def plan_privacy(
         return epsilon(1.0, q, per_round * cfg.rounds, p.delta)
 
     q, per_round = cost(max(sizes, key=eps_at_reference))
-    z = _noise(cfg, q, per_round * cfg.rounds)
+    z = planned_noise(p, q, per_round * cfg.rounds)
     return PrivacyPlan(
         "dp_sgd",
         z,

@@ -55,13 +55,9 @@ def label_logits(labels: np.ndarray, num_classes: int, temperature: float) -> np
 
 def pate_sigma(cfg: Any) -> float:
     """GNMax vote noise of a config: ``sqrt(2)`` x the noise multiplier for its target."""
-    from fedkd.privacy.accounting import noise_for_epsilon
+    from fedkd.privacy.accounting import planned_noise
 
-    p = cfg.privacy
-    if p.epsilon is not None:
-        z = noise_for_epsilon(p.epsilon, 1.0, p.queries, p.delta)
-    else:
-        z = float(p.noise_multiplier)
+    z = planned_noise(cfg.privacy, 1.0, cfg.privacy.queries)
     return z * math.sqrt(2)
 
 
