@@ -1,18 +1,12 @@
 """docs/losses.md is what simulations/losses_table.py renders from the kept results."""
 
-import importlib.util
 import json
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "losses_table", ROOT / "simulations" / "losses_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("simulations/losses_table.py", "losses_table")
 
 
 def test_docs_losses_md_is_rendered_from_the_measured_rows():

@@ -1,17 +1,10 @@
 """Packaging: every package of the source tree goes into the wheel."""
 
-import importlib.util
-import sys
-
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
 
 def _setup_packages():
-    spec = importlib.util.spec_from_file_location("fedkd_setup", ROOT / "setup.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fedkd_setup"] = module
-    spec.loader.exec_module(module)
-    return module.packages()
+    return load_script("setup.py", "fedkd_setup").packages()
 
 
 def test_every_package_folder_is_packaged():

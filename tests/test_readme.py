@@ -1,10 +1,9 @@
 """The README's two set-up commands are the ones CI runs."""
 
-import importlib.util
 import json
 import re
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
 
 def _bash_blocks(text: str) -> list[str]:
@@ -32,12 +31,7 @@ def test_readme_table_is_filled_in():
 
 
 def _quickstart_script():
-    spec = importlib.util.spec_from_file_location(
-        "readme_quickstart", ROOT / "simulations" / "readme_quickstart.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("simulations/readme_quickstart.py", "readme_quickstart")
 
 
 def test_readme_quickstart_block_is_the_kept_run_and_its_json():

@@ -28,7 +28,7 @@ from fedkd.checkpoint import latest_checkpoint, rng_states, save_checkpoint, set
 from fedkd.errors import ConfigError
 from fedkd.state_store import ClientStateStore
 
-from .conftest import TINY, fedkd_cmd
+from .conftest import TINY, fedkd_cmd, without_keys
 
 # times, and whether teachers came from the cache (the first run trained them)
 TIME_KEYS = {"round_time_s", "wall_time_s", "cached"}
@@ -41,11 +41,7 @@ OVERRIDES = [
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return without_keys(obj, TIME_KEYS)
 
 
 def _rows(path: Path) -> int:

@@ -19,18 +19,14 @@ from fedkd.config import load_config
 from fedkd.errors import ConfigError
 from fedkd.results import LOCK_NAME, RunDirLock, check_out_dir, unique_dir
 
-from .conftest import TINY, fedkd_cmd
+from .conftest import TINY, fedkd_cmd, without_keys
 
 FAST = ["baselines.local_only=false"]
 TIME_KEYS = {"round_time_s", "wall_time_s", "cached", "name"}
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
+    return without_keys(obj, TIME_KEYS)
 
 
 def _one_line_error(res, *needles: str) -> str:
