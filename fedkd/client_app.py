@@ -44,6 +44,7 @@ from fedkd.models import build_seeded_model
 from fedkd.parse_lock import record_numpy, record_state_dict
 from fedkd.privacy.client_dp import clip_upload, local_noise
 from fedkd.privacy.noise import TAG_DP_SGD, TAG_LOCAL, noise_source
+from fedkd.stacked_training import Cohort, Member
 from fedkd.training import (
     DistillStats,
     evaluate,
@@ -52,7 +53,6 @@ from fedkd.training import (
     make_optimizer,
     predict_logits,
 )
-from fedkd.vectorized import Cohort, Member
 from fedkd.views import student_shape, student_x, view_samples
 
 app = ClientApp()
@@ -613,7 +613,7 @@ def train_cohort(
     done: Callable[[int, Message | Exception], None] | None = None,
     acquire: Callable[[int], Context] | None = None,
 ) -> list[Message | Exception]:
-    """Vectorized ``train`` for many nodes at once (see :mod:`fedkd.vectorized`).
+    """Vectorized ``train`` for many nodes at once (see :mod:`fedkd.stacked_training`).
 
     Nodes are ordered by private data size (similar sizes share a cohort: less padding)
     and cut into balanced windows of at most ``cohort_size`` (at least one per worker);

@@ -48,9 +48,9 @@ def _vectorized(
     client_app: Any, cfg: Any, run_config: dict[str, Any], state_dir: Path | None = None
 ) -> Any:
     from fedkd.client_app import train_cohort
-    from fedkd.engines.vectorized import VectorizedGrid
+    from fedkd.engines.cohort_grid import CohortGrid
 
-    return VectorizedGrid(
+    return CohortGrid(
         client_app,
         train_cohort,
         cfg.num_clients,

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedkd.engines.cohort_grid import CohortGrid
 from fedkd.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
-from fedkd.engines.vectorized import VectorizedGrid
 
 from . import test_ray
 
@@ -41,11 +41,11 @@ def _send(grid: InProcessGrid, n: int, timeout: float) -> dict[int, int]:
     return {int(r.content["m"]["pid"]): int(r.content["m"]["n"]) for r in replies}
 
 
-def _vectorized(app: ClientApp, n: int, workers: int) -> VectorizedGrid:
+def _vectorized(app: ClientApp, n: int, workers: int) -> CohortGrid:
     def no_train(*args, **kwargs):  # only evaluate messages in these tests
         raise AssertionError("no train messages expected")
 
-    return VectorizedGrid(app, no_train, n, {}, workers=workers)
+    return CohortGrid(app, no_train, n, {}, workers=workers)
 
 
 @pytest.mark.parametrize("engine", ["inprocess", "vectorized"])

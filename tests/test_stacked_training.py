@@ -8,8 +8,8 @@ import torch
 import fedkd
 from fedkd.losses import LOSS_REGISTRY
 from fedkd.models import build_seeded_model
+from fedkd.stacked_training import Cohort, Member, stacked_forward
 from fedkd.training import fit_distill, make_optimizer
-from fedkd.vectorized import Cohort, Member, stacked_forward
 
 from .conftest import TINY
 

@@ -1,9 +1,9 @@
-"""Vectorized engine: the in-process Grid, with each round's train messages run as cohorts.
+"""Cohort grid (the `vectorized` engine): train messages of a round run as cohorts.
 
 Every message still goes through Flower's Message API and each node keeps its own
 persistent Context. Train instructions of one ``send_and_receive`` are handed together to
 :func:`fedkd.client_app.train_cohort`, which trains clients of one student architecture
-as a single batch (:mod:`fedkd.vectorized`); every other message type is executed one by
+as a single batch (:mod:`fedkd.stacked_training`); every other message type is executed one by
 one exactly as by the in-process engine, each with its own deadline (see
 :class:`~fedkd.engines.inprocess.InProcessGrid`). Metrics equal the in-process engine's up
 to float rounding. Train replies are not subject to ``strategy.round_timeout_s``: a cohort
@@ -30,7 +30,7 @@ CohortFn = Callable[..., list[Message | Exception]]
 """``fn(pairs, cohort_size, workers, done) -> replies``, see ``client_app.train_cohort``."""
 
 
-class VectorizedGrid(InProcessGrid):
+class CohortGrid(InProcessGrid):
     """:class:`InProcessGrid` that trains each round's sampled clients as cohorts.
 
     Parameters

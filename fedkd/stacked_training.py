@@ -1,4 +1,4 @@
-"""Vectorized training: a cohort of same-architecture students trained as one batch.
+"""Stacked training: a cohort of same-architecture students trained as one batch.
 
 Pure PyTorch (no Flower). The K students' parameters are stacked on a leading axis with
 ``torch.func.stack_module_state``; one forward pass computes all K models on their own
