@@ -22,7 +22,7 @@ from fedkd.knowledge import method_of
 from fedkd.losses import LOSS_REGISTRY
 from fedkd.models import parse_spec
 from fedkd.registry import ENGINE_REGISTRY, Registry
-from fedkd.strategies import STRATEGY_REGISTRY, strategy_class
+from fedkd.strategies.catalogue import STRATEGY_REGISTRY, strategy_class
 from fedkd.strategies.fusion import FUSION_REGISTRY
 from fedkd.views import parse_view
 
