@@ -13,12 +13,12 @@ from fedkd.client.node_state import fresh_student, save_aux
 from fedkd.client.private_data import private_data
 from fedkd.client.public_data import public_data
 from fedkd.client.train_job import TrainJob
-from fedkd.config import load_config
 from fedkd.errors import ConfigError
 from fedkd.kd_terms import BornAgainTerm, HintTerm, MutualTerm
 from fedkd.knowledge import METHODS, features_and_logits, teacher_knowledge
 from fedkd.models import build_model
 from fedkd.training import fit_distill, make_optimizer, predict_logits
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 

@@ -12,6 +12,7 @@ from fedkd.kd_terms import AttentionTerm, BornAgainTerm, ExtraTerm, HintTerm, Mu
 from fedkd.knowledge import features_and_logits, method_of
 from fedkd.losses.born_again import generation_of
 from fedkd.losses.hint import HintAdapter
+from fedkd.models import seeded_init
 from fedkd.training import make_optimizer, predict_logits
 
 
@@ -32,7 +33,7 @@ def extra_term(context: Context, job: TrainJob) -> ExtraTerm | None:
     method = method_of(cfg.distill.loss)
     if method is None or method.name in ("response", "takd"):
         return None
-    beta = cfg.distill.resolved_beta
+    beta = cfg.distill.beta_or(method.default_beta)
     aux = load_aux(context)
     x_proxy = job.public.x_proxy[job.proxy_idx]
     if method.knowledge != "logits":
@@ -47,8 +48,7 @@ def extra_term(context: Context, job: TrainJob) -> ExtraTerm | None:
             probe = x_proxy[:1] if len(x_proxy) else job.x_local[:1]
             with torch.no_grad():
                 channels = features_and_logits(job.model, probe)[0].shape[-1]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed_of(cfg.seed, job.pid, 0, 5))
+            with seeded_init(seed_of(cfg.seed, job.pid, 0, 5)):
                 adapter = HintAdapter(channels, job.knowledge.shape[-1], job.knowledge.shape[1])
             opt = make_optimizer(cfg.distill.optimizer, list(adapter.parameters()), job.lr)
             if "adapter" in aux:

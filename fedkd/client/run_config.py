@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from fedkd import keys
-from fedkd.config import FedkdConfig, load_config
+from fedkd.config import FedkdConfig
+from fedkd.validation import load_config
 
 APP_DIR = Path(__file__).resolve().parents[2]
 """The Flower app directory (the repository root), base of relative ``config`` paths."""
