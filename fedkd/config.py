@@ -394,6 +394,12 @@ class DistillConfig(_Section):
         "default: hint 1, rkd 25 (the paper's distance weight), attention 100, "
         "born_again 1, mutual 1).",
     )
+    params: dict[str, float] = Field(
+        default_factory=dict,
+        description="The chosen method's own parameters by name (e.g. a method's two term "
+        "weights); unset ones take the method's defaults (docs/losses.md). Names must be "
+        "ones the method declares.",
+    )
     feature_teacher: int = Field(
         0, ge=0, le=63, description="hint / rkd: index of the teacher whose features travel."
     )
@@ -450,12 +456,9 @@ class DistillConfig(_Section):
     @property
     def resolved_beta(self) -> float:
         """``beta``, or the catalogue method's default weight."""
-        from fedkd.knowledge import method_of
+        from fedkd.losses import resolved_beta
 
-        if self.beta is not None:
-            return self.beta
-        method = method_of(self.loss)
-        return method.default_beta if method is not None else 0.0
+        return resolved_beta(self.loss, self.beta)
 
 
 class AttackConfig(_Section):
@@ -852,26 +855,32 @@ class FedkdConfig(_Section):
 
     @model_validator(mode="after")
     def _loss_supported(self) -> FedkdConfig:
-        from fedkd.knowledge import method_of
+        from fedkd.losses import method_of
         from fedkd.strategies import strategy_class
 
         method = method_of(self.distill.loss)
-        if method is None or method.name == "response":
+        if method is None:
+            if self.distill.params:
+                raise ValueError(
+                    f"distill.params: distill.loss={self.distill.loss!r} declares no "
+                    "parameters; allowed: none"
+                )
             return self
+        method.resolve(self.distill.params)
         name = method.name
         cls = strategy_class(self.strategy.name)
-        if method.needs_teachers or name == "takd":
+        if method.needs_teachers:
             if not getattr(cls, "uses_teachers", True) or self.teachers.count < 1:
                 raise ValueError(
                     f"distill.loss={name!r} needs the server's teachers: use a strategy "
                     "with teachers (multi_teacher, hybrid, ...) and teachers.count >= 1"
                 )
-        if name in ("born_again", "mutual") and getattr(cls, "collects_weights", False):
+        if method.keeps_students and getattr(cls, "collects_weights", False):
             raise ValueError(
                 f"distill.loss={name!r} keeps students on the device; strategy "
                 f"{self.strategy.name!r} replaces them with a global model every round"
             )
-        if self.privacy.mode == "dp_sgd" and name != "takd":
+        if self.privacy.mode == "dp_sgd" and method.has_client_term:
             raise ValueError(
                 f"privacy.mode='dp_sgd' supports logit losses only (response, takd or "
                 f"registered ones), not distill.loss={name!r}"
@@ -881,9 +890,9 @@ class FedkdConfig(_Section):
                 f"distill.loss={name!r} sends the teachers' {method.knowledge}, which "
                 "privacy.mode='pate' does not protect; use a logit loss with pate"
             )
-        if name == "takd" and self.privacy.mode == "pate":
+        if method.uses_assistants and self.privacy.mode == "pate":
             raise ValueError(
-                "distill.loss='takd' cannot be combined with privacy.mode='pate' (the "
+                f"distill.loss={name!r} cannot be combined with privacy.mode='pate' (the "
                 "assistants would see the teachers' non-private logits)"
             )
         if method.knowledge == "features" and self.distill.feature_teacher >= self.teachers.count:
