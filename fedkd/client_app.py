@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.compression import decode, decode_rows, encode, has_rows
-from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig, load_config
+from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
 from fedkd.losses import ExtraTerm, TermContext, method_of, resolve_loss, resolve_rows
@@ -49,6 +49,7 @@ from fedkd.training import (
     make_optimizer,
     predict_logits,
 )
+from fedkd.validation import load_config
 from fedkd.views import student_shape, student_x, view_samples
 
 app = ClientApp()
@@ -546,7 +547,7 @@ def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:
     if method is None or not method.has_client_term:
         return None
     ctx = TermContext(
-        beta=cfg.distill.resolved_beta,
+        beta=cfg.distill.beta_or(method.default_beta),
         params=method.resolve(cfg.distill.params),
         distill=cfg.distill,
         rounds=cfg.rounds,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd import api
-from fedkd.config import FedkdConfig, load_config
+from fedkd.config import FedkdConfig
 from fedkd.errors import ConfigError
 from fedkd.results import (
     RunDirLock,
@@ -33,6 +33,7 @@ from fedkd.results import (
     unique_dir,
     write_json,
 )
+from fedkd.validation import load_config
 
 CompareProgress = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: ``run_start`` / ``run_end`` around each run (``info`` has
@@ -156,7 +157,7 @@ def validate_strategies(names: Iterable[str]) -> list[str]:
         One line naming the unknown (or repeated) names and the registered ones.
 
     """
-    from fedkd.strategies import STRATEGY_REGISTRY
+    from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
     names = list(names)
     allowed = STRATEGY_REGISTRY.allowed()

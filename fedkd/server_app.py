@@ -42,8 +42,8 @@ from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot
 from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
 from fedkd.privacy.pate import query_rows
 from fedkd.results import MetricsLog, RunDirLock, RunResult, check_out_dir, unique_dir, write_json
-from fedkd.strategies import STRATEGY_REGISTRY
-from fedkd.strategies.base import percentile
+from fedkd.stats import percentile
+from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 from fedkd.strategies.warm_start import warm_start_model
 from fedkd.teachers import build_teachers
 from fedkd.training import evaluate
@@ -307,7 +307,7 @@ def run_server(
             "loss": cfg.distill.loss,
             "kind": method.kind if method is not None else "registered logit loss",
             "knowledge": method.knowledge if method is not None else "logits",
-            "beta": cfg.distill.resolved_beta if method is not None else None,
+            "beta": cfg.distill.beta_or(method.default_beta) if method is not None else None,
             "temperature": cfg.distill.temperature,
             "alpha": cfg.distill.alpha,
             "assistants": assistants,

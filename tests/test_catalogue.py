@@ -9,7 +9,7 @@ from flwr.app import Context, RecordDict
 
 import fedkd
 from fedkd import client_app
-from fedkd.config import DistillConfig, load_config
+from fedkd.config import DistillConfig
 from fedkd.errors import ConfigError
 from fedkd.losses import METHODS
 from fedkd.losses.born_again import BornAgainTerm
@@ -18,6 +18,7 @@ from fedkd.losses.hint import HintTerm
 from fedkd.losses.mutual import MutualTerm
 from fedkd.models import build_model
 from fedkd.training import fit_distill, make_optimizer, predict_logits
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 

@@ -40,7 +40,6 @@ from fedkd.losses.method import (
     register_method,
     resolve_loss,
     resolve_rows,
-    resolved_beta,
 )
 from fedkd.losses.response import soft_target_loss, soft_target_rows
 
@@ -65,7 +64,6 @@ __all__ = [
     "register_method",
     "resolve_loss",
     "resolve_rows",
-    "resolved_beta",
     "soft_target_loss",
     "soft_target_rows",
 ]

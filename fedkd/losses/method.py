@@ -285,14 +285,6 @@ def resolve_rows(name: str, params: Mapping[str, float] | None = None) -> RowLos
     return method.row_loss(params)
 
 
-def resolved_beta(loss: str, beta: float | None) -> float:
-    """``distill.beta``, or the catalogue method's default weight (0 for logit losses)."""
-    if beta is not None:
-        return beta
-    method = method_of(loss)
-    return method.default_beta if method is not None else 0.0
-
-
 def received_knowledge(method: KDMethod, ctx: TermContext) -> torch.Tensor | None:
     """The teacher knowledge of this job (None: no proxy rows this round, nothing to add).
 

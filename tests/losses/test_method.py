@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fedkd.losses as losses
-from fedkd.config import load_config
+from fedkd.validation import load_config
 from fedkd.errors import ConfigError
 from fedkd.losses import (
     LOSS_REGISTRY,
