@@ -13,7 +13,7 @@ from fedkd.client.node import private_size
 from fedkd.client.train_job import TrainJob, prepare_train
 from fedkd.client.train_reply import finish_train, reply_logits_and_accuracy
 from fedkd.client.trainer import run_job
-from fedkd.losses import ROW_LOSSES
+from fedkd.losses import resolve_rows
 from fedkd.stacked_training import Cohort, Member
 
 Pair = tuple[Message, Context]
@@ -108,7 +108,8 @@ def _run_window(
 def _train_chunk(pairs: list[Pair], jobs: list[TrainJob]) -> list[Message]:
     """Train compatible jobs as one cohort (one after another where no per-row form)."""
     first = jobs[0]
-    if first.cfg.distill.loss not in ROW_LOSSES or first.dp_mode == "dp_sgd":
+    rows = resolve_rows(first.cfg.distill.loss, first.cfg.distill.params)
+    if rows is None or first.dp_mode == "dp_sgd":
         # no per-row form, or Opacus DP-SGD: one client after another
         return [run_job(msg, ctx, job) for (msg, ctx), job in zip(pairs, jobs, strict=True)]
     cohort = Cohort([Member(j.model, j.opt, j.x_local, j.y_local, j.gen) for j in jobs])
@@ -120,7 +121,7 @@ def _train_chunk(pairs: list[Pair], jobs: list[TrainJob]) -> list[Message]:
         temperature=first.temperature,
         alpha=first.alpha,
         lr=first.lr,
-        loss=first.cfg.distill.loss,
+        loss=rows,
     )
     cohort.write_back()
     # inference one model at a time: on CPU, stacked forward passes over inputs shared by

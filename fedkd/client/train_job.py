@@ -63,6 +63,7 @@ class TrainJob:
             self.cfg.student_model(self.pid),
             d.optimizer,
             d.loss,
+            tuple(sorted(d.params.items())),
             d.batch_size,
             self.epochs,
             self.temperature,

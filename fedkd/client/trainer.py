@@ -8,6 +8,7 @@ from fedkd.client.extra_terms import extra_term
 from fedkd.client.node_state import save_aux
 from fedkd.client.train_job import TrainJob, prepare_train
 from fedkd.client.train_reply import finish_train, reply_logits_and_accuracy
+from fedkd.losses import resolve_loss
 from fedkd.privacy.noise import TAG_DP_SGD, noise_source
 from fedkd.training import fit_distill
 
@@ -34,7 +35,7 @@ def run_job(msg: Message, context: Context, job: TrainJob) -> Message:
         "temperature": job.temperature,
         "alpha": job.alpha,
         "gen": job.gen,
-        "loss": job.cfg.distill.loss,
+        "loss": resolve_loss(job.cfg.distill.loss, job.cfg.distill.params),
     }
     if job.dp_mode == "dp_sgd":
         from fedkd.privacy.dp_sgd import fit_distill_dp
