@@ -255,9 +255,9 @@ def run(
 ) -> None:
     """Run a federated distillation simulation and write its run directory."""
     from fedkd.api import run as run_api
-    from fedkd.config import load_config
     from fedkd.results import check_out_dir
     from fedkd.server_app import default_out_dir
+    from fedkd.validation import load_config
 
     _setup_logging(verbose)
     if resume is not None:
@@ -461,7 +461,9 @@ def config_cmd(
     ] = False,
 ) -> None:
     """Print the resolved config, the JSON schema (--schema) or the reference (--markdown)."""
-    from fedkd.config import FedkdConfig, load_config, schema_markdown
+    from fedkd.config import FedkdConfig
+    from fedkd.config.reference import schema_markdown
+    from fedkd.validation import load_config
 
     if schema:
         print(json.dumps(FedkdConfig.model_json_schema(), indent=2))

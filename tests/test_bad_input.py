@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from fedkd import cli, teachers
 from fedkd.cli import app
-from fedkd.config import FedkdConfig, TierConfig, load_config
+from fedkd.config import FedkdConfig, TierConfig
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 
