@@ -35,11 +35,7 @@ from fedkd.compression import decode, decode_rows, encode, has_rows
 from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
-from fedkd.kd_terms import AttentionTerm, BornAgainTerm, ExtraTerm, HintTerm, MutualTerm, RKDTerm
-from fedkd.knowledge import features_and_logits, method_of
-from fedkd.losses import ROW_LOSSES
-from fedkd.losses.born_again import generation_of
-from fedkd.losses.hint import HintAdapter
+from fedkd.losses import ExtraTerm, TermContext, method_of, resolve_loss, resolve_rows
 from fedkd.models import build_seeded_model
 from fedkd.parse_lock import record_numpy, record_state_dict
 from fedkd.privacy.client_dp import clip_upload, local_noise
@@ -273,6 +269,7 @@ class _TrainJob:
             self.cfg.student_model(self.pid),
             d.optimizer,
             d.loss,
+            tuple(sorted(d.params.items())),
             d.batch_size,
             self.epochs,
             self.temperature,
@@ -505,7 +502,7 @@ def _train_job(msg: Message, context: Context, job: _TrainJob) -> Message:
         "temperature": job.temperature,
         "alpha": job.alpha,
         "gen": job.gen,
-        "loss": job.cfg.distill.loss,
+        "loss": resolve_loss(job.cfg.distill.loss, job.cfg.distill.params),
     }
     if job.dp_mode == "dp_sgd":
         from fedkd.privacy.dp_sgd import fit_distill_dp
@@ -540,71 +537,37 @@ def _save_aux(context: Context, state: dict[str, Any]) -> None:
 
 
 def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:
-    """The catalogue method's client-side term for this job (None: response only).
+    """The catalogue method's client-side term for this job (None: the logit loss only).
 
-    ``born_again`` may replace ``job.model`` / ``job.opt`` with a fresh student when the
-    round starts a new generation for this client.
+    A method may replace ``job.model`` / ``job.opt`` (born_again starts a fresh student
+    when the round starts a new generation for this client).
     """
     cfg = job.cfg
     method = method_of(cfg.distill.loss)
-    if method is None or method.name in ("response", "takd"):
+    if method is None or not method.has_client_term:
         return None
-    beta = cfg.distill.beta_or(method.default_beta)
-    aux = _load_aux(context)
-    x_proxy = job.shared.x_proxy[job.proxy_idx]
-    if method.knowledge != "logits":
-        if job.knowledge is None:
-            if len(job.proxy_idx) == 0:
-                return None
-            raise ValueError(
-                f"distill.loss={method.name!r} needs teacher {method.knowledge} with the "
-                "targets; the instruction carries none"
-            )
-        if method.name == "hint":
-            probe = x_proxy[:1] if len(x_proxy) else job.x_local[:1]
-            with torch.no_grad():
-                channels = features_and_logits(job.model, probe)[0].shape[-1]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seed(cfg.seed, job.pid, 0, 5))
-                adapter = HintAdapter(channels, job.knowledge.shape[-1], job.knowledge.shape[1])
-            opt = make_optimizer(cfg.distill.optimizer, list(adapter.parameters()), job.lr)
-            if "adapter" in aux:
-                adapter.load_state_dict(aux["adapter"])
-                opt.load_state_dict(aux["adapter_opt"])
-            return HintTerm(beta, job.knowledge, adapter, opt)
-        if method.name == "rkd":
-            return RKDTerm(beta, job.knowledge, rows=cfg.distill.relation_batch)
-        return AttentionTerm(beta, job.knowledge)
-    if method.name == "born_again":
-        gen = generation_of(job.rnd, cfg.rounds, cfg.distill.generations)
-        if gen > int(aux.get("generation", 1)):  # a new generation: the student becomes teacher
-            aux = {"generation": gen, "previous": job.model.state_dict()}
-            job.model = _fresh_student(cfg, job.shared, job.pid, generation=gen)
-            job.opt = make_optimizer(cfg.distill.optimizer, list(job.model.parameters()), job.lr)
-        if "previous" not in aux:
-            return None  # first generation: plain response distillation
-        previous = _fresh_student(cfg, job.shared, job.pid)
-        previous.load_state_dict(aux["previous"])
-        return BornAgainTerm(
-            beta,
-            predict_logits(previous, x_proxy) if len(x_proxy) else torch.zeros((0, 0)),
-            predict_logits(previous, job.x_local),
-            keep=aux,
-        )
-    # mutual: peers 1..peers-1 live on the device next to the reporting student
-    peers = [
-        _fresh_student(cfg, job.shared, job.pid, generation=100 + i)
-        for i in range(1, cfg.distill.peers)
-    ]
-    opts = [make_optimizer(cfg.distill.optimizer, list(p.parameters()), job.lr) for p in peers]
-    for i, (peer, opt) in enumerate(zip(peers, opts, strict=True)):
-        if "peers" in aux and i < len(aux["peers"]):
-            peer.load_state_dict(aux["peers"][i])
-            opt.load_state_dict(aux["peer_opts"][i])
-        for group in opt.param_groups:
-            group["lr"] = job.lr
-        peer.train()
-    return MutualTerm(beta, peers, opts)
+    ctx = TermContext(
+        beta=cfg.distill.beta_or(method.default_beta),
+        params=method.resolve(cfg.distill.params),
+        distill=cfg.distill,
+        rounds=cfg.rounds,
+        server_round=job.rnd,
+        model=job.model,
+        opt=job.opt,
+        lr=job.lr,
+        x_proxy=job.shared.x_proxy[job.proxy_idx],
+        x_local=job.x_local,
+        knowledge=job.knowledge,
+        aux=_load_aux(context),
+        init_seed=_seed(cfg.seed, job.pid, 0, 5),
+        fresh_student=lambda generation: _fresh_student(
+            cfg, job.shared, job.pid, generation=generation
+        ),
+        new_optimizer=lambda params: make_optimizer(cfg.distill.optimizer, params, job.lr),
+    )
+    term = method.client_term(ctx)
+    job.model, job.opt = ctx.model, ctx.opt
+    return term
 
 
 def train_cohort(
@@ -685,7 +648,8 @@ def _private_size(context: Context) -> int:
 
 def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) -> list[Message]:
     first = jobs[0]
-    if first.cfg.distill.loss not in ROW_LOSSES or first.dp_mode == "dp_sgd":
+    rows = resolve_rows(first.cfg.distill.loss, first.cfg.distill.params)
+    if rows is None or first.dp_mode == "dp_sgd":
         # no per-row form, or Opacus DP-SGD: one client after another
         return [_train_job(msg, ctx, job) for (msg, ctx), job in zip(pairs, jobs, strict=True)]
     cohort = Cohort([Member(j.model, j.opt, j.x_local, j.y_local, j.gen) for j in jobs])
@@ -697,7 +661,7 @@ def _train_chunk(pairs: list[tuple[Message, Context]], jobs: list[_TrainJob]) ->
         temperature=first.temperature,
         alpha=first.alpha,
         lr=first.lr,
-        loss=first.cfg.distill.loss,
+        loss=rows,
     )
     cohort.write_back()
     # inference one model at a time: on CPU, stacked forward passes over inputs shared by

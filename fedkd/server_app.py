@@ -37,7 +37,7 @@ from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
 from fedkd.devices import DeviceFleet
 from fedkd.errors import ConfigError
-from fedkd.knowledge import method_of, teacher_knowledge
+from fedkd.losses import method_of
 from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
 from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
 from fedkd.privacy.pate import query_rows
@@ -146,7 +146,7 @@ def run_server(
     method = method_of(cfg.distill.loss)
     assistants: list[dict[str, Any]] | None = None
     source = teachers  # what the clients are taught from (the last assistant with takd)
-    if method is not None and method.name == "takd":
+    if method is not None and method.uses_assistants:
         notify("status", {"text": "teacher assistants"})
         source, assistants = train_assistant_chain(
             cfg, teachers, progress=lambda s: notify("status", {"text": s})
@@ -155,14 +155,7 @@ def run_server(
     if method is not None and method.knowledge != "logits":
         x_proxy = torch.from_numpy(teacher_x(cfg.data, splits, splits.proxy, cfg.seed))
         try:
-            knowledge = teacher_knowledge(
-                method,
-                teachers.models,
-                x_proxy,
-                cfg.distill.feature_teacher,
-                projection=cfg.distill.rkd_projection,
-                seed=cfg.seed,
-            )
+            knowledge = method.teacher_knowledge(teachers.models, x_proxy, cfg.distill, cfg.seed)
         except ValueError as err:
             raise ConfigError(f"distill.loss={method.name!r}: {err}") from None
         assert knowledge is not None

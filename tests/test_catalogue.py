@@ -9,9 +9,13 @@ from flwr.app import Context, RecordDict
 
 import fedkd
 from fedkd import client_app
+from fedkd.config import DistillConfig
 from fedkd.errors import ConfigError
-from fedkd.kd_terms import BornAgainTerm, HintTerm, MutualTerm
-from fedkd.knowledge import METHODS, features_and_logits, teacher_knowledge
+from fedkd.losses import METHODS
+from fedkd.losses.born_again import BornAgainTerm
+from fedkd.losses.forward import features_and_logits
+from fedkd.losses.hint import HintTerm
+from fedkd.losses.mutual import MutualTerm
 from fedkd.models import build_model
 from fedkd.training import fit_distill, make_optimizer, predict_logits
 from fedkd.validation import load_config
@@ -155,12 +159,13 @@ def test_teacher_knowledge_shapes():
         build_model("cnn:width=3", (40,), 10),
     ]
     x = torch.randn(7, 40)
-    feats = teacher_knowledge(METHODS["hint"], teachers, x, feature_teacher=0)
+    distill = DistillConfig()
+    feats = METHODS["hint"].teacher_knowledge(teachers, x, distill, seed=0)
     assert feats.shape == (7, 10, 6)
     assert np.allclose(feats, features_and_logits(teachers[0].eval(), x)[0].detach().numpy())
-    maps = teacher_knowledge(METHODS["attention"], teachers, x, feature_teacher=0)
+    maps = METHODS["attention"].teacher_knowledge(teachers, x, distill, seed=0)
     assert maps.shape == (7, 10) and np.allclose(np.linalg.norm(maps, axis=1), 1.0)
-    assert teacher_knowledge(METHODS["mutual"], teachers, x, 0) is None
+    assert METHODS["mutual"].teacher_knowledge(teachers, x, distill, seed=0) is None
     mlp = build_model("mlp:width=12", (40,), 10)
     assert features_and_logits(mlp, x)[0].shape == (7, 1, 12)
 
@@ -254,8 +259,8 @@ def test_mutual_peers_count_in_the_virtual_clock():
 
 
 def test_rkd_relations_use_the_first_relation_batch_rows():
-    from fedkd.kd_terms import RKDTerm, StepBatch
-    from fedkd.losses.rkd import rkd_loss
+    from fedkd.losses import StepBatch
+    from fedkd.losses.rkd import RKDTerm, rkd_loss
 
     feats, know = torch.randn(10, 3, 2), torch.randn(20, 4)
     pi = torch.arange(10, 20)
@@ -265,8 +270,7 @@ def test_rkd_relations_use_the_first_relation_batch_rows():
 
 
 def test_rkd_random_projection_keeps_relations_at_a_tenth_of_the_floats():
-    from fedkd.knowledge import random_projection
-    from fedkd.losses.rkd import _pairwise_distances, rkd_loss
+    from fedkd.losses.rkd import _pairwise_distances, random_projection, rkd_loss
 
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(64, 10, 32)).astype(np.float32)  # quickstart teacher: 320 floats
