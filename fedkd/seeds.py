@@ -39,7 +39,7 @@ STREAMS: dict[str, int] = {
     "views.outside_noise": 32,  # fedkd.views: 'noise:S' on a device's own samples
     "pate.query_rows": 33,  # fedkd.privacy.pate: which proxy rows the teachers label
     "data.owners": 34,  # fedkd.data: which clients hold data when the pool is too small
-    "knowledge.projection": 43,  # fedkd.knowledge: rkd's random projection
+    "rkd.projection": 43,  # fedkd.losses.rkd: the random projection of the features
     "membership.test": 51,  # fedkd.privacy.membership: test rows of the attack
     "membership.pairs": 52,  # fedkd.privacy.membership: member / non-member draws
     "noise.client_sampling": 9003,  # seeded debugging source: Poisson client sampling
