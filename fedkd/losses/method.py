@@ -192,6 +192,17 @@ class KDMethod:
         """Whether :meth:`client_term` is overridden (the client adds its own term)."""
         return type(self).client_term is not KDMethod.client_term
 
+    def students_per_device(self, distill: DistillConfig) -> int:
+        """Students the method trains on a device in the same steps (the virtual clock).
+
+        Parameters
+        ----------
+        distill : DistillConfig
+            The run's ``distill`` section.
+
+        """
+        return 1
+
     def client_term(self, ctx: TermContext) -> ExtraTerm | None:
         """The term the client adds this round (None: the logit loss only).
 

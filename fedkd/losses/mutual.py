@@ -8,7 +8,7 @@ same role between cohorts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torch import nn
 
 from fedkd.losses.method import ExtraTerm, KDMethod, StepBatch, TermContext, register_method
 from fedkd.losses.response import soft_target_loss
+
+if TYPE_CHECKING:
+    from fedkd.config import DistillConfig
 
 
 def mutual_loss(logits: list[torch.Tensor], index: int, temperature: float) -> torch.Tensor:
@@ -84,6 +87,9 @@ class Mutual(KDMethod):
     keeps_students = True
     rank = 5
     loss = staticmethod(soft_target_loss)
+
+    def students_per_device(self, distill: DistillConfig) -> int:  # noqa: D102
+        return distill.peers
 
     def client_term(self, ctx: TermContext) -> ExtraTerm | None:
         """Peers ``1..peers-1`` next to the reporting student, restored from ``ctx.aux``."""
