@@ -482,19 +482,3 @@ def _client_partitions(
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_save_npz(path, flat=flat, offsets=offsets)
     return tuple(splits.clients[flat[offsets[i] : offsets[i + 1]]] for i in range(num_clients))
-
-
-def partition_report(
-    data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
-) -> list[dict[str, object]]:
-    """Per client: ``size`` and class ``histogram`` (for ``partition.json``)."""
-    splits = make_splits(data, seed)
-    k = splits.data.num_classes
-    return [
-        {
-            "client": i,
-            "size": int(len(idx)),
-            "histogram": np.bincount(splits.data.y[idx], minlength=k).tolist(),
-        }
-        for i, idx in enumerate(client_partitions(data, part, num_clients, seed))
-    ]
