@@ -8,7 +8,11 @@ import torch
 from flwr.app import Context, RecordDict
 
 import fedkd
-from fedkd import client_app
+from fedkd.client.extra_terms import extra_term
+from fedkd.client.node_state import fresh_student, save_aux
+from fedkd.client.private_data import private_data
+from fedkd.client.public_data import public_data
+from fedkd.client.train_job import TrainJob
 from fedkd.config import DistillConfig
 from fedkd.errors import ConfigError
 from fedkd.losses import METHODS
@@ -33,15 +37,15 @@ def _context(cfg) -> Context:
     )
 
 
-def _job(cfg, rnd: int, knowledge=None) -> client_app._TrainJob:
-    shared = client_app._shared(cfg)
+def _job(cfg, rnd: int, knowledge=None) -> TrainJob:
+    shared = public_data(cfg)
     ctx = _context(cfg)
-    x_local, y_local = client_app._private_data(cfg, ctx, 0)
-    model = client_app._fresh_student(cfg, shared, 0)
+    x_local, y_local = private_data(cfg, ctx, 0)
+    model = fresh_student(cfg, shared, 0)
     rows = torch.arange(64)
-    return client_app._TrainJob(
+    return TrainJob(
         cfg=cfg,
-        shared=shared,
+        public=shared,
         pid=0,
         rnd=rnd,
         malicious=False,
@@ -72,7 +76,7 @@ def _fit(job, extra):
         job.opt,
         job.x_local,
         job.y_local,
-        job.shared.x_proxy[job.proxy_idx],
+        job.public.x_proxy[job.proxy_idx],
         job.soft,
         epochs=1,
         batch_size=32,
@@ -92,7 +96,7 @@ def test_hint_adapter_trains_with_the_student_and_persists_on_the_device():
     knowledge = torch.randn(64, 10, 6)
     job = _job(cfg, 1, knowledge.clone())
     ctx = _context(cfg)
-    term = client_app._extra_term(ctx, job)
+    term = extra_term(ctx, job)
     assert isinstance(term, HintTerm) and term.beta == 1.0
     assert term.adapter(torch.zeros(2, 20, 4)).shape == (2, 10, 6)  # cnn:width=4,depth=1
     before = _params(term.adapter)
@@ -100,8 +104,8 @@ def test_hint_adapter_trains_with_the_student_and_persists_on_the_device():
     after = _params(term.adapter)
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert torch.equal(term.knowledge, knowledge)  # the teacher side is never updated
-    client_app._save_aux(ctx, term.state())
-    again = client_app._extra_term(ctx, _job(cfg, 2, knowledge))
+    save_aux(ctx, term.state())
+    again = extra_term(ctx, _job(cfg, 2, knowledge))
     assert isinstance(again, HintTerm)
     for a, b in zip(after, _params(again.adapter), strict=True):
         assert torch.equal(a, b)
@@ -111,25 +115,25 @@ def test_a_new_born_again_generation_starts_a_fresh_student_taught_by_the_old_on
     cfg = load_config(TINY, ["distill.loss=born_again", "rounds=4", "distill.generations=2"])
     ctx = _context(cfg)
     job1 = _job(cfg, 1)
-    assert client_app._extra_term(ctx, job1) is None  # generation 1: response only
+    assert extra_term(ctx, job1) is None  # generation 1: response only
     _fit(job1, None)
     old = {k: v.clone() for k, v in job1.model.state_dict().items()}
     job3 = _job(cfg, 3)
     job3.model.load_state_dict(old)  # the student the client carried into round 3
-    term = client_app._extra_term(ctx, job3)
+    term = extra_term(ctx, job3)
     assert isinstance(term, BornAgainTerm)
-    fresh = client_app._fresh_student(cfg, job3.shared, 0, generation=2)
+    fresh = fresh_student(cfg, job3.public, 0, generation=2)
     for k, v in fresh.state_dict().items():
         assert torch.equal(job3.model.state_dict()[k], v)  # re-initialised
-    ref = build_model(cfg.student.model, job3.shared.input_shape, job3.shared.num_classes)
+    ref = build_model(cfg.student.model, job3.public.input_shape, job3.public.num_classes)
     ref.load_state_dict(old)
     assert torch.allclose(term.previous_local, predict_logits(ref, job3.x_local))
     _fit(job3, term)
     for k, v in term.state()["previous"].items():  # the previous generation stays frozen
         assert torch.equal(v, old[k])
-    client_app._save_aux(ctx, term.state())
+    save_aux(ctx, term.state())
     job4 = _job(cfg, 4)
-    term4 = client_app._extra_term(ctx, job4)
+    term4 = extra_term(ctx, job4)
     assert isinstance(term4, BornAgainTerm) and term4.keep["generation"] == 2
     assert not torch.equal(job4.model.state_dict()["head.bias"], fresh.state_dict()["head.bias"])
 
@@ -138,14 +142,14 @@ def test_mutual_peers_train_in_the_same_steps_and_persist():
     cfg = load_config(TINY, ["distill.loss=mutual", "distill.peers=3"])
     ctx = _context(cfg)
     job = _job(cfg, 1)
-    term = client_app._extra_term(ctx, job)
+    term = extra_term(ctx, job)
     assert isinstance(term, MutualTerm) and len(term.peers) == 2
     before = [_params(p) for p in term.peers]
     _fit(job, term)
     for peer, b in zip(term.peers, before, strict=True):
         assert any(not torch.equal(x, y) for x, y in zip(b, _params(peer), strict=True))
-    client_app._save_aux(ctx, term.state())
-    again = client_app._extra_term(ctx, _job(cfg, 2))
+    save_aux(ctx, term.state())
+    again = extra_term(ctx, _job(cfg, 2))
     assert isinstance(again, MutualTerm)
     for p, q in zip(term.peers, again.peers, strict=True):
         for x, y in zip(_params(p), _params(q), strict=True):

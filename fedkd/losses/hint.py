@@ -24,6 +24,7 @@ from fedkd.losses.method import (
     require_teachers,
 )
 from fedkd.losses.response import soft_target_loss
+from fedkd.models import seeded_init
 
 if TYPE_CHECKING:
     from fedkd.config import DistillConfig
@@ -117,8 +118,7 @@ class Hint(KDMethod):
         probe = ctx.x_proxy[:1] if len(ctx.x_proxy) else ctx.x_local[:1]
         with torch.no_grad():
             channels = features_and_logits(ctx.model, probe)[0].shape[-1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.init_seed)
+        with seeded_init(ctx.init_seed):  # the lock every student's init takes
             adapter = HintAdapter(channels, knowledge.shape[-1], knowledge.shape[1])
         opt = ctx.new_optimizer(list(adapter.parameters()))
         if "adapter" in ctx.aux:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import fedkd.losses as losses
-from fedkd.validation import load_config
 from fedkd.errors import ConfigError
 from fedkd.losses import (
     LOSS_REGISTRY,
@@ -20,6 +19,7 @@ from fedkd.losses import (
     resolve_rows,
     soft_target_loss,
 )
+from fedkd.validation import load_config
 
 from ..conftest import TINY
 

@@ -167,7 +167,7 @@ def test_local_dp_noise_is_2Cz_even_when_the_server_asks_for_none(tmp_path, monk
 def test_a_device_owners_local_dp_floor_beats_the_run_config():
     from flwr.app import ConfigRecord, Context, RecordDict
 
-    from fedkd.client_app import _dp_parameters
+    from fedkd.client.local_dp import dp_parameters
 
     cfg = load_config(TINY, ["strategy.name=hybrid"])  # the run config: not private at all
     ctx = Context(
@@ -177,10 +177,10 @@ def test_a_device_owners_local_dp_floor_beats_the_run_config():
         state=RecordDict(),
         run_config={},
     )
-    got = _dp_parameters(cfg, ctx, ConfigRecord({keys.DP_NOISE: 0.0}))
+    got = dp_parameters(cfg, ctx, ConfigRecord({keys.DP_NOISE: 0.0}))
     assert got["dp_mode"] == "client_dp" and got["dp_local"] is True
     assert got["dp_noise"] == 3.0 and got["dp_clip"] == 0.25 and got["dp_reproducible"] is False
-    more = _dp_parameters(
+    more = dp_parameters(
         cfg,
         ctx,
         ConfigRecord({keys.DP_MODE: "client_dp", keys.DP_LOCAL: True, keys.DP_NOISE: 5.0}),
