@@ -256,8 +256,8 @@ def run(
     """Run a federated distillation simulation and write its run directory."""
     from fedkd.api import run as run_api
     from fedkd.config import load_config
+    from fedkd.experiment import default_out_dir
     from fedkd.results import check_out_dir
-    from fedkd.server_app import default_out_dir
 
     _setup_logging(verbose)
     if resume is not None:

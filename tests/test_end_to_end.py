@@ -14,7 +14,7 @@ from fedkd import keys
 from fedkd.client_app import app as real_client_app
 from fedkd.config import load_config
 from fedkd.engines.inprocess import InProcessGrid
-from fedkd.server_app import run_server
+from fedkd.experiment import run_server
 
 from .conftest import TINY, fedkd_cmd
 
