@@ -83,7 +83,7 @@ class CheckpointError(ConfigError):
 
 def _dataclasses() -> dict[str, type]:
     """The dataclasses a checkpoint may hold, by tag name (a fixed list, never imported by name)."""
-    from fedkd.strategies.base import Traffic
+    from fedkd.traffic import Traffic
 
     return {"Traffic": Traffic}
 

@@ -156,7 +156,7 @@ def validate_strategies(names: Iterable[str]) -> list[str]:
         One line naming the unknown (or repeated) names and the registered ones.
 
     """
-    from fedkd.strategies import STRATEGY_REGISTRY
+    from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
     names = list(names)
     allowed = STRATEGY_REGISTRY.allowed()

@@ -347,7 +347,7 @@ class StrategyConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        from fedkd.strategies import STRATEGY_REGISTRY
+        from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
         return _registered(STRATEGY_REGISTRY, v)
 
@@ -791,7 +791,7 @@ class FedkdConfig(_Section):
     def _one_architecture_where_needed(self) -> FedkdConfig:
         specs = self.student_specs
         if len(specs) > 1:
-            from fedkd.strategies import strategy_class
+            from fedkd.strategies.catalogue import strategy_class
 
             if getattr(strategy_class(self.strategy.name), "collects_weights", False):
                 raise ValueError(
@@ -815,7 +815,7 @@ class FedkdConfig(_Section):
                 f"privacy.mode={p.mode!r} needs privacy.epsilon (a target) or "
                 "privacy.noise_multiplier"
             )
-        from fedkd.strategies import strategy_class
+        from fedkd.strategies.catalogue import strategy_class
 
         cls = strategy_class(self.strategy.name)
         modes = getattr(cls, "privacy_modes", ("client_dp", "pate", "dp_sgd"))
@@ -853,7 +853,7 @@ class FedkdConfig(_Section):
     @model_validator(mode="after")
     def _loss_supported(self) -> FedkdConfig:
         from fedkd.knowledge import method_of
-        from fedkd.strategies import strategy_class
+        from fedkd.strategies.catalogue import strategy_class
 
         method = method_of(self.distill.loss)
         if method is None or method.name == "response":

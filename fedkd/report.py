@@ -23,7 +23,7 @@ from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot
 from fedkd.privacy.accounting import PrivacyPlan
 from fedkd.privacy.pate import query_rows
 from fedkd.results import write_json
-from fedkd.strategies.base import percentile
+from fedkd.stats import percentile
 from fedkd.teachers import TeacherBundle
 
 

@@ -20,7 +20,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,38 +55,13 @@ from fedkd.errors import ConfigError, RunFailed
 from fedkd.privacy.accounting import PrivacyPlan
 from fedkd.privacy.client_dp import local_snr, noisy_mean
 from fedkd.privacy.noise import TAG_CENTRAL, TAG_CLIENT_SAMPLING, noise_source
+from fedkd.stats import percentile
 from fedkd.teachers import TeacherBundle
+from fedkd.traffic import Traffic
 
 log = logging.getLogger("fedkd")
 
 RoundCallback = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Traffic:
-    """Bytes that crossed the wire, by direction and phase."""
-
-    down: dict[str, int] = field(default_factory=dict)
-    up: dict[str, int] = field(default_factory=dict)
-
-    def add(self, phase: str, down: int, up: int) -> None:
-        """Count ``down`` and ``up`` bytes for ``phase``."""
-        self.down[phase] = self.down.get(phase, 0) + down
-        self.up[phase] = self.up.get(phase, 0) + up
-
-    @property
-    def total_down(self) -> int:  # noqa: D102
-        return sum(self.down.values())
-
-    @property
-    def total_up(self) -> int:  # noqa: D102
-        return sum(self.up.values())
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """``np.percentile`` (linear) of ``values``, ``None`` when empty."""
-    arr = np.asarray(list(values), dtype=float)
-    return float(np.percentile(arr, q)) if arr.size else None
 
 
 def teacher_targets(cfg: FedkdConfig, teachers: TeacherBundle, rule: str) -> np.ndarray:

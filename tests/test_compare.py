@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fedkd.strategies import STRATEGY_REGISTRY
+from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
 import fedkd.compare as cmp
 from fedkd.errors import ConfigError, RunFailed

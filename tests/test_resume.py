@@ -295,8 +295,9 @@ def test_truncated_checkpoint_is_one_line(finished, tmp_path, keep):
 
 
 def test_checkpoint_round_trip_keeps_every_type(tmp_path):
-    from fedkd.strategies.base import Traffic
     from flwr.app import ArrayRecord
+
+    from fedkd.traffic import Traffic
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))

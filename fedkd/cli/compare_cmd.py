@@ -56,7 +56,7 @@ def compare(
     """Run several strategies (and seeds) on one config; write a comparison table and plot."""
     from fedkd.compare import compare as compare_api
     from fedkd.compare import parse_list, parse_seeds, validate_strategies
-    from fedkd.strategies import STRATEGY_REGISTRY
+    from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
     setup_logging(verbose)
     if config is None:

@@ -37,7 +37,7 @@ from fedkd.experiment.steps import (
 from fedkd.knowledge import method_of
 from fedkd.report import RunRecord, write_report
 from fedkd.results import RunResult, unique_dir
-from fedkd.strategies import STRATEGY_REGISTRY
+from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 from fedkd.strategies.warm_start import warm_start_model
 from fedkd.training import evaluate
 from fedkd.views import student_x

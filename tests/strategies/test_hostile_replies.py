@@ -96,7 +96,7 @@ def _recording_fedmd(cfg, teachers) -> RecordingFedMD:
 @pytest.fixture(autouse=True)
 def _recording_strategy():
     """Registered for this module's tests only (other tests list the registry)."""
-    from fedkd.strategies import STRATEGY_REGISTRY
+    from fedkd.strategies.catalogue import STRATEGY_REGISTRY
 
     register_strategy("test_recording_fedmd")(_recording_fedmd)
     yield
