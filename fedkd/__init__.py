@@ -45,13 +45,14 @@ def _map_strategies_folder() -> None:
 _map_strategies_folder()
 
 from fedkd.api import run  # noqa: E402
-from fedkd.config import FedkdConfig, load_config  # noqa: E402
+from fedkd.config import FedkdConfig  # noqa: E402
 from fedkd.data import register_dataset  # noqa: E402
 from fedkd.engines import register_engine  # noqa: E402
 from fedkd.losses import hinton_loss, register_loss, soft_target_loss  # noqa: E402
 from fedkd.models import register_model  # noqa: E402
 from fedkd.strategies import register_strategy  # noqa: E402
 from fedkd.strategies.fusion import register_fusion  # noqa: E402
+from fedkd.validation import load_config  # noqa: E402
 
 __all__ = [
     "FedkdConfig",

@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from fedkd import keys
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
 from fedkd.compression import decode, decode_rows, encode, has_rows
-from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig, load_config
+from fedkd.config import DataConfig, FedkdConfig, PrivacyConfig
 from fedkd.data import client_partitions, load_npz, make_splits
 from fedkd.devices import fails
 from fedkd.kd_terms import AttentionTerm, BornAgainTerm, ExtraTerm, HintTerm, MutualTerm, RKDTerm
@@ -53,6 +53,7 @@ from fedkd.training import (
     make_optimizer,
     predict_logits,
 )
+from fedkd.validation import load_config
 from fedkd.views import student_shape, student_x, view_samples
 
 app = ClientApp()
@@ -548,7 +549,7 @@ def _extra_term(context: Context, job: _TrainJob) -> ExtraTerm | None:
     method = method_of(cfg.distill.loss)
     if method is None or method.name in ("response", "takd"):
         return None
-    beta = cfg.distill.resolved_beta
+    beta = cfg.distill.beta_or(method.default_beta)
     aux = _load_aux(context)
     x_proxy = job.shared.x_proxy[job.proxy_idx]
     if method.knowledge != "logits":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd import api
-from fedkd.config import FedkdConfig, load_config
+from fedkd.config import FedkdConfig
 from fedkd.errors import ConfigError
 from fedkd.results import (
     RunDirLock,
@@ -33,6 +33,7 @@ from fedkd.results import (
     unique_dir,
     write_json,
 )
+from fedkd.validation import load_config
 
 CompareProgress = Callable[[str, dict[str, Any]], None]
 """``progress(event, info)``: ``run_start`` / ``run_end`` around each run (``info`` has

@@ -27,68 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# Figures behind the presets: see docs/devices.md (sources and reasoning). Compute is the
-# *effective* FP32 training throughput of a small CNN on the device's CPU/GPU, far below
-# the chip's peak; memory is what a training process may use.
-PRESETS: dict[str, dict[str, Any]] = {
-    "microcontroller": {
-        "gflops": 0.05,
-        "memory_mb": 1.0,
-        "downlink_mbps": 0.25,
-        "uplink_mbps": 0.1,
-        "latency_ms": 100.0,
-        "availability": 0.9,
-        "failure_prob": 0.05,
-    },
-    "low_end_phone": {
-        "gflops": 1.0,
-        "memory_mb": 512.0,
-        "downlink_mbps": 2.0,
-        "uplink_mbps": 0.5,
-        "latency_ms": 150.0,
-        "availability": 0.6,
-        "failure_prob": 0.1,
-    },
-    "high_end_phone": {
-        "gflops": 20.0,
-        "memory_mb": 2048.0,
-        "downlink_mbps": 30.0,
-        "uplink_mbps": 10.0,
-        "latency_ms": 40.0,
-        "availability": 0.8,
-        "failure_prob": 0.02,
-    },
-    "edge_gpu": {
-        "gflops": 200.0,
-        "memory_mb": 4096.0,
-        "downlink_mbps": 100.0,
-        "uplink_mbps": 100.0,
-        "latency_ms": 5.0,
-        "availability": 0.95,
-        "failure_prob": 0.01,
-    },
-}
-
 _AVAILABLE, _FAILS = 21, 22  # seed-sequence tags of the per-round draws
-
-
-def assign_tiers(shares: list[float], num_clients: int, seed: int) -> np.ndarray:
-    """Tier index of every client: counts by largest remainder, order shuffled by ``seed``.
-
-    ``shares`` need not sum to 1 (they are normalized). Each tier with a positive share
-    gets ``floor(share * N)`` clients plus one of the leftovers in order of the largest
-    fractional parts, so counts differ from ``share * N`` by less than one.
-    """
-    w = np.asarray(shares, dtype=float)
-    if w.ndim != 1 or len(w) == 0 or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"tier shares must be non-negative with a positive sum, got {shares}")
-    exact = w / w.sum() * num_clients
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[: num_clients - counts.sum()]] += 1
-    tiers = np.repeat(np.arange(len(w)), counts)
-    np.random.default_rng([seed, 20]).shuffle(tiers)
-    return tiers
 
 
 def _draw(seed: int, tag: int, partition: int, server_round: int) -> float:

@@ -1,9 +1,15 @@
-"""One small registry type behind every ``register_*`` decorator of fedkd."""
+"""One small registry type behind every ``register_*`` decorator of fedkd.
+
+Also the engine registry itself: :mod:`fedkd.engines` (the federation layer) fills it with
+the built-in engines, and :mod:`fedkd.validation` checks ``engine`` names against it
+without importing the layer above it. Any import of fedkd runs ``fedkd/__init__.py``,
+which imports :mod:`fedkd.engines`, so the built-ins are always registered.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -40,3 +46,7 @@ class Registry(dict[str, T]):
         if name not in self:
             raise KeyError(f"unknown {self.kind} '{name}'; allowed: {self.allowed()}")
         return self[name]
+
+
+ENGINE_REGISTRY: Registry[Callable[..., Any]] = Registry("engine")
+"""Grid factories ``fn(client_app, cfg, run_config) -> Grid`` by ``engine`` name."""

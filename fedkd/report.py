@@ -194,7 +194,7 @@ def distill_summary(
         "loss": cfg.distill.loss,
         "kind": method.kind if method is not None else "registered logit loss",
         "knowledge": method.knowledge if method is not None else "logits",
-        "beta": cfg.distill.resolved_beta if method is not None else None,
+        "beta": cfg.distill.beta_or(method.default_beta) if method is not None else None,
         "temperature": cfg.distill.temperature,
         "alpha": cfg.distill.alpha,
         "assistants": assistants,

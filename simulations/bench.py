@@ -168,7 +168,7 @@ def one(
     engine: str, clients: int, rounds: int, epochs: int, proxy_fraction: float, cohort_size: int
 ) -> None:
     """Child process: one engine on one workload; prints one JSON line."""
-    from fedkd.config import load_config
+    from fedkd.validation import load_config
 
     cfg = load_config(
         ROOT / "simulations" / "quickstart.toml",

@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from fedkd import teachers
 from fedkd.cli import app
 from fedkd.cli.shell import fail_os
-from fedkd.config import FedkdConfig, TierConfig, load_config
+from fedkd.config import FedkdConfig, TierConfig
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 

@@ -9,12 +9,12 @@ from flwr.app import Context, RecordDict
 
 import fedkd
 from fedkd import client_app
-from fedkd.config import load_config
 from fedkd.errors import ConfigError
 from fedkd.kd_terms import BornAgainTerm, HintTerm, MutualTerm
 from fedkd.knowledge import METHODS, features_and_logits, teacher_knowledge
 from fedkd.models import build_model
 from fedkd.training import fit_distill, make_optimizer, predict_logits
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from fedkd.config import FedkdConfig, apply_overrides, load_config, schema_markdown
+from fedkd.config import FedkdConfig, apply_overrides
+from fedkd.config.reference import schema_markdown
 from fedkd.errors import ConfigError
+from fedkd.validation import load_config
 
 from .conftest import ROOT, TINY, fedkd_cmd
 

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 import fedkd
-from fedkd.config import load_config
+from fedkd.config.devices import PRESETS, assign_tiers
 from fedkd.devices import (
-    PRESETS,
     apply_policy,
-    assign_tiers,
     client_time,
     fails,
     flops_per_sample,
@@ -23,6 +21,7 @@ from fedkd.devices import (
 )
 from fedkd.models import build_model
 from fedkd.training import distill_schedule
+from fedkd.validation import load_config
 
 from .conftest import ROOT, fedkd_cmd
 

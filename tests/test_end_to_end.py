@@ -12,9 +12,9 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 import fedkd
 from fedkd import keys
 from fedkd.client_app import app as real_client_app
-from fedkd.config import load_config
 from fedkd.engines.inprocess import InProcessGrid
 from fedkd.experiment import run_server
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
 

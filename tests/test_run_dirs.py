@@ -15,9 +15,9 @@ import subprocess
 import pytest
 
 import fedkd
-from fedkd.config import load_config
 from fedkd.errors import ConfigError
 from fedkd.results import LOCK_NAME, RunDirLock, check_out_dir, unique_dir
+from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd, without_keys
 

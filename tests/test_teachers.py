@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedkd.config import load_config
 from fedkd.errors import ConfigError
 from fedkd.models import build_model
 from fedkd.teachers import build_teachers, save_teachers_checkpoint
+from fedkd.validation import load_config
 
 from .conftest import TINY
 
@@ -71,8 +71,8 @@ def test_teachers_do_not_depend_on_the_callers_torch_threads(tmp_path, monkeypat
     # fedkd attack once trained (and cached) different teachers at 2 threads than fedkd run
     import torch
 
-    from fedkd.config import load_config as _load
     from fedkd.teachers import build_teachers as _build
+    from fedkd.validation import load_config as _load
 
     cfg = _load(TINY, ["teachers.cache=false"])
     before = torch.get_num_threads()

@@ -5,8 +5,8 @@ import pytest
 
 import fedkd
 from fedkd import client_app
-from fedkd.config import load_config
 from fedkd.data import make_splits
+from fedkd.validation import load_config
 from fedkd.views import parse_view, student_x, teacher_x, transform, view_rows
 
 from .conftest import TINY

@@ -24,7 +24,9 @@ def config_cmd(
     ] = False,
 ) -> None:
     """Print the resolved config, the JSON schema (--schema) or the reference (--markdown)."""
-    from fedkd.config import FedkdConfig, load_config, schema_markdown
+    from fedkd.config import FedkdConfig
+    from fedkd.config.reference import schema_markdown
+    from fedkd.validation import load_config
 
     if schema:
         print(json.dumps(FedkdConfig.model_json_schema(), indent=2))

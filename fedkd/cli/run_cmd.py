@@ -67,9 +67,9 @@ def run(
 ) -> None:
     """Run a federated distillation simulation and write its run directory."""
     from fedkd.api import run as run_api
-    from fedkd.config import load_config
     from fedkd.experiment import default_out_dir
     from fedkd.results import check_out_dir
+    from fedkd.validation import load_config
 
     setup_logging(verbose)
     if resume is not None:

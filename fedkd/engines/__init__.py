@@ -6,13 +6,11 @@ selected with ``engine = "name"``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedkd.registry import Registry
+from fedkd.registry import ENGINE_REGISTRY
 
-ENGINE_REGISTRY: Registry[Callable[..., Any]] = Registry("engine")
 register_engine = ENGINE_REGISTRY.register
 """Register a Grid factory ``fn(client_app, cfg, run_config) -> Grid`` as ``name``.
 

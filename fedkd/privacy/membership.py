@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from fedkd.config import FedkdConfig, load_config
+from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
 from fedkd.errors import ConfigError
 from fedkd.models import build_model, build_seeded_model
 from fedkd.training import fit_supervised, make_optimizer
+from fedkd.validation import load_config
 
 
 def per_sample_loss(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:

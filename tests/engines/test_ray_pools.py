@@ -2,9 +2,9 @@
 
 import pytest
 
-from fedkd.config import load_config
 from fedkd.engines.ray_engine import RayGrid
 from fedkd.errors import ConfigError
+from fedkd.validation import load_config
 
 from ..conftest import TINY
 

@@ -95,8 +95,8 @@ def test_every_message_gets_its_full_timeout_even_when_queued():
 
 
 def test_ray_a_hung_actor_is_replaced_and_delays_no_one_else(ray_tmp, monkeypatch):
-    from fedkd.config import load_config
     from fedkd.engines.ray_engine import RayGrid
+    from fedkd.validation import load_config
 
     from ..conftest import TINY
 

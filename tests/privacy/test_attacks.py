@@ -14,11 +14,11 @@ from fedkd.strategies.base import KDStrategy
 
 import fedkd
 from fedkd import keys
-from fedkd.config import load_config
 from fedkd.privacy.accounting import plan_privacy
 from fedkd.privacy.client_dp import clip_upload, sensitivity
 from fedkd.privacy.noise import TAG_CENTRAL, SeededNoise
 from fedkd.privacy.pate import pate_targets
+from fedkd.validation import load_config
 
 from ..conftest import ROOT, TINY, fedkd_cmd
 

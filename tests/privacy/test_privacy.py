@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import fedkd
-from fedkd.config import load_config
 from fedkd.models import build_model
 from fedkd.privacy.accounting import epsilon, epsilon_dp_accounting, noise_for_epsilon
 from fedkd.privacy.client_dp import clip_upload, noisy_mean, sensitivity
@@ -17,6 +16,7 @@ from fedkd.privacy.dp_sgd import _register_grad_samplers, fit_distill_dp
 from fedkd.privacy.noise import SecureNoise, SeededNoise
 from fedkd.privacy.pate import gnmax, label_logits, query_rows, vote_histogram
 from fedkd.training import fit_distill, make_optimizer
+from fedkd.validation import load_config
 
 from ..conftest import TINY, fedkd_cmd
 

@@ -7,8 +7,8 @@ from fedkd.strategies.fusion import entropy_reduction, mean_logits, softmax
 
 import fedkd
 from fedkd.attacks import corrupt_logits, flip_labels, malicious_partitions
-from fedkd.config import load_config
 from fedkd.teachers import TeacherBundle
+from fedkd.validation import load_config
 
 from ..conftest import TINY
 

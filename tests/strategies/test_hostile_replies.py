@@ -29,10 +29,10 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from fedkd import keys
 from fedkd.client_app import app as real_client_app
-from fedkd.config import load_config
 from fedkd.engines.inprocess import InProcessGrid
 from fedkd.errors import RunFailed
 from fedkd.experiment import run_server
+from fedkd.validation import load_config
 
 from ..conftest import ROOT, TINY, fedkd_cmd
 

@@ -10,12 +10,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 import fedkd
 from fedkd import keys
 from fedkd.client_app import app as client_app
-from fedkd.config import load_config
 from fedkd.data import make_splits
 from fedkd.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
 from fedkd.models import build_seeded_model
 from fedkd.teachers import build_teachers
 from fedkd.training import evaluate
+from fedkd.validation import load_config
 
 from ..conftest import TINY
 
