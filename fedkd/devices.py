@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedkd.losses import method_of
+
 _AVAILABLE, _FAILS = 21, 22  # seed-sequence tags of the per-round draws
 
 
@@ -61,7 +63,7 @@ def _cycled(n: int, batch_size: int, steps: int) -> int:
     """Samples in ``steps`` batches drawn from reshuffled passes over ``n`` rows.
 
     A pass is split into batches of ``batch_size`` and taken from its end, so a partly
-    used pass starts with its short batch (as :func:`fedkd.training.distill_schedule`).
+    used pass starts with its short batch (as :func:`fedkd.batch_schedule.distill_schedule`).
     """
     if n == 0:
         return 0
@@ -287,8 +289,8 @@ class DeviceFleet:
         i = self.tier_index(partition)
         tier, model = self.tiers[i], self.models[i]
         d = self.cfg.distill
-        # mutual learning trains `peers` students on the device in the same steps
-        students = d.peers if d.loss == "mutual" else 1
+        method = method_of(d.loss)  # mutual learning trains `peers` students per device
+        students = method.students_per_device(d) if method is not None else 1
         return client_time(
             bytes_down=bytes_down,
             bytes_up=bytes_up,

@@ -10,11 +10,12 @@ A spec is ``family`` or ``family:key=value,key=value``, for example
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from math import prod
 from typing import Annotated, Any
 
@@ -175,9 +176,20 @@ def build_seeded_model(
     The global torch RNG is forked, seeded and restored under a lock, so concurrent
     clients get the same initial weights as sequential ones.
     """
+    with seeded_init(seed):
+        return build_model(spec, input_shape, num_classes)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Draw from the global torch RNG seeded with ``seed``, under a lock; restored after.
+
+    Every module built from the global RNG in client threads (students, the hint adapter)
+    is built inside this block, so concurrent clients draw what sequential ones would.
+    """
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(spec, input_shape, num_classes)
+        yield
 
 
 def count_parameters(model: nn.Module) -> int:

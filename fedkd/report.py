@@ -18,7 +18,7 @@ from fedkd.attacks import malicious_partitions
 from fedkd.config import FedkdConfig
 from fedkd.data import Splits
 from fedkd.devices import DeviceFleet
-from fedkd.knowledge import Method
+from fedkd.losses import KDMethod
 from fedkd.plots import plot_accuracy, plot_by_tier, plot_client_histogram, plot_virtual_time
 from fedkd.privacy.accounting import PrivacyPlan
 from fedkd.privacy.pate import query_rows
@@ -42,7 +42,7 @@ class RunRecord:
     student_parameters: int
     teachers: TeacherBundle
     ensemble_accuracy: float | None
-    method: Method | None
+    method: KDMethod | None
     assistants: list[dict[str, Any]] | None
     strategy: Any
     fleet: DeviceFleet | None
@@ -187,7 +187,7 @@ def models_summary(teachers: TeacherBundle, student: str, student_params: int) -
 
 
 def distill_summary(
-    cfg: FedkdConfig, method: Method | None, assistants: list[dict[str, Any]] | None
+    cfg: FedkdConfig, method: KDMethod | None, assistants: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """``summary.json`` ``distill``: the loss, its kind and knowledge, its weights."""
     return {

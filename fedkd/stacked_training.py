@@ -9,7 +9,8 @@ elementwise optimizer over the stacked tensors is an exact per-client optimizer.
 
 Equality with one client after another (:func:`fedkd.training.fit_distill`) holds batch for
 batch: each client draws its batches from its own generator through the same
-:func:`fedkd.training.distill_schedule`. Clients with different private data sizes get
+:func:`fedkd.batch_schedule.fit_schedule`, and every step's objective is
+:func:`fedkd.distill_objective.step_objective`. Clients with different private data sizes get
 batches of different sizes and, when cross-entropy dominates, different numbers of steps:
 batches are padded to the largest one of the step and padded rows are masked out of the
 loss means; a client with no step left is masked out of the optimizer update (its Adam step
@@ -27,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from fedkd.losses import ROW_LOSSES
-from fedkd.training import DistillStats, distill_schedule
+from fedkd.batch_schedule import fit_schedule
+from fedkd.distill_objective import NO_STATS, DistillStats, step_objective
+from fedkd.losses import ROW_LOSSES, RowLoss
 
 
 def stacked_forward(
@@ -151,6 +153,31 @@ class StackedOptimizer:
                 group["lr"] = self.group["lr"]
 
 
+class _Side:
+    """One side (proxy or private) of a cohort step: padded rows, inputs and targets.
+
+    ``idx`` (K, B) row indices with -1 for padding; the step uses the first ``width``
+    columns, the widest member's batch.
+    """
+
+    def __init__(self, idx: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> None:
+        self.width = int((idx >= 0).sum(1).max())
+        rows = idx[:, : self.width]
+        self.mask = rows >= 0
+        self.x = x[rows.clamp(min=0)] if self.width else x[:0]
+        self.target = target[rows.clamp(min=0)] if self.width else target[:0]
+
+    def mean(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member mean of ``rows`` (K, width) over real rows, and that mean masked.
+
+        The masked mean is zero for members without a row: the part that enters the
+        objective.
+        """
+        n = self.mask.sum(1)
+        mean = (rows * self.mask).sum(1) / n.clamp(min=1)
+        return mean, mean * (n > 0)
+
+
 @dataclass
 class Member:
     """One client of a cohort: its student, optimizer, private data and generator."""
@@ -212,34 +239,31 @@ class Cohort:
         temperature: float,
         alpha: float,
         lr: float,
-        loss: str = "response",
+        loss: str | RowLoss = "response",
     ) -> list[DistillStats]:
         """Vectorized :func:`fedkd.training.fit_distill` for every member.
 
-        ``x_proxy`` (P, ...) and ``targets`` (P, C) logits are the same for every member.
+        ``x_proxy`` (P, ...) and ``targets`` (P, C) logits are the same for every member;
+        ``loss`` is a name of :data:`fedkd.losses.ROW_LOSSES` or a per-row loss itself.
         Returns each member's last-epoch mean losses.
         """
-        if loss not in ROW_LOSSES:
-            raise ValueError(
-                f"distill.loss {loss!r} has no per-row form for vectorized training; "
-                f"vectorized losses: {', '.join(sorted(ROW_LOSSES))}"
-            )
-        row_loss = ROW_LOSSES[loss]
+        row_loss = _row_loss(loss)
         k = len(self.members)
         x_loc = torch.cat([m.x_local for m in self.members])
         y_loc = torch.cat([m.y_local for m in self.members])
         offsets = np.cumsum([0] + [len(m.x_local) for m in self.members[:-1]]).tolist()
         schedules = [
-            distill_schedule(
-                len(x_proxy) if alpha > 0 else 0,
-                len(m.x_local) if alpha < 1 else 0,
+            fit_schedule(
+                len(x_proxy),
+                len(m.x_local),
+                alpha=alpha,
                 batch_size=batch_size,
                 epochs=epochs,
                 gen=m.gen,
             )
             for m in self.members
         ]
-        stats = [DistillStats(float("nan"), float("nan"), float("nan"))] * k
+        stats = [NO_STATS] * k
         self.template.train()
         for epoch in range(epochs):
             pidx = _padded([[s[0] for s in sch[epoch]] for sch in schedules], [0] * k, batch_size)
@@ -248,35 +272,9 @@ class Cohort:
             sums = torch.zeros(3, k, dtype=torch.float64)  # total, kd, ce
             for t in range(pidx.shape[1]):
                 active = t < n_steps
-                out_parts, pi, pm, li, lm = [], None, None, None, None
-                bp = int((pidx[:, t] >= 0).sum(1).max())
-                bl = int((lidx[:, t] >= 0).sum(1).max())
-                if bp:
-                    pi = pidx[:, t, :bp]
-                    pm = pi >= 0
-                    out_parts.append(x_proxy[pi.clamp(min=0)])
-                if bl:
-                    li = lidx[:, t, :bl]
-                    lm = li >= 0
-                    out_parts.append(x_loc[li.clamp(min=0)])
-                out = stacked_forward(self.template, self.params, torch.cat(out_parts, dim=1))
-                total = torch.zeros(k)
-                kd_k = ce_k = torch.zeros(k)
-                if pi is not None and pm is not None:
-                    rows = row_loss(out[:, :bp], targets[pi.clamp(min=0)], temperature)
-                    n = pm.sum(1)
-                    kd_k = (rows * pm).sum(1) / n.clamp(min=1)
-                    total = total + alpha * kd_k * (n > 0)
-                if li is not None and lm is not None:
-                    logits = out[:, bp:]
-                    rows = F.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]),
-                        y_loc[li.clamp(min=0)].reshape(-1),
-                        reduction="none",
-                    ).view(k, bl)
-                    n = lm.sum(1)
-                    ce_k = (rows * lm).sum(1) / n.clamp(min=1)
-                    total = total + (1.0 - alpha) * ce_k * (n > 0)
+                proxy = _Side(pidx[:, t], x_proxy, targets)
+                local = _Side(lidx[:, t], x_loc, y_loc)
+                total, kd_k, ce_k = self._step_loss(proxy, local, row_loss, temperature, alpha)
                 for p in self.params.values():
                     p.grad = None
                 (total * active).sum().backward()
@@ -291,6 +289,26 @@ class Cohort:
             ]
         return stats
 
+    def _step_loss(
+        self, proxy: _Side, local: _Side, row_loss: RowLoss, temperature: float, alpha: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's step objective ``(K,)`` and its distillation and CE parts."""
+        k = len(self.members)
+        x = torch.cat([side.x for side in (proxy, local) if side.width], dim=1)
+        out = stacked_forward(self.template, self.params, x)
+        kd_k = ce_k = torch.zeros(k)
+        kd = ce = None
+        if proxy.width:
+            rows = row_loss(out[:, : proxy.width], proxy.target, temperature)
+            kd_k, kd = proxy.mean(rows)
+        if local.width:
+            logits = out[:, proxy.width :]
+            rows = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), local.target.reshape(-1), reduction="none"
+            ).view(k, local.width)
+            ce_k, ce = local.mean(rows)
+        return step_objective(torch.zeros(k), kd, ce, alpha), kd_k, ce_k
+
     def write_back(self) -> None:
         """Copy the trained parameters and optimizer state into each member's objects."""
         with torch.no_grad():
@@ -298,3 +316,15 @@ class Cohort:
                 for n, p in m.model.named_parameters():
                     p.copy_(self.params[n][i])
         self.opt.write_back([m.model for m in self.members], [m.opt for m in self.members])
+
+
+def _row_loss(loss: str | RowLoss) -> RowLoss:
+    """The per-row loss ``loss`` names (ValueError when it has no per-row form)."""
+    if not isinstance(loss, str):
+        return loss
+    if loss not in ROW_LOSSES:
+        raise ValueError(
+            f"distill.loss {loss!r} has no per-row form for vectorized training; "
+            f"vectorized losses: {', '.join(sorted(ROW_LOSSES))}"
+        )
+    return ROW_LOSSES[loss]

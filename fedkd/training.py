@@ -7,7 +7,6 @@ models fedkd simulates, this is several times faster.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
@@ -15,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedkd.kd_terms import ExtraTerm, StepBatch
-from fedkd.knowledge import features_and_logits
-from fedkd.losses import DistillLoss, get_loss
+from fedkd.batch_schedule import Step, distill_schedule, fit_schedule, shuffled_batches
+from fedkd.distill_objective import NO_STATS, DistillStats, step_objective
+from fedkd.losses import DistillLoss, ExtraTerm, StepBatch, get_loss
+from fedkd.losses.forward import features_and_logits, predict_logits
 from fedkd.parse_lock import PARSE_LOCK
 
 _FIRST_OPTIMIZER = threading.Event()
@@ -48,11 +48,6 @@ def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.o
     raise ValueError(f"unknown optimizer '{name}'; allowed: adam, adamw, sgd")
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    return list(perm.split(batch_size))
-
-
 def fit_supervised(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -68,7 +63,7 @@ def fit_supervised(
     last = float("nan")
     for _ in range(epochs):
         total, steps = 0.0, 0
-        for idx in _batches(len(x), batch_size, gen):
+        for idx in shuffled_batches(len(x), batch_size, gen):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -77,15 +72,6 @@ def fit_supervised(
             steps += 1
         last = total / max(steps, 1)
     return last
-
-
-@dataclass(frozen=True)
-class DistillStats:
-    """Mean losses of the last epoch of :func:`fit_distill`."""
-
-    loss: float
-    distill_loss: float
-    ce_loss: float
 
 
 def fit_distill(
@@ -106,11 +92,11 @@ def fit_distill(
 ) -> DistillStats:
     """Train a student on private data plus soft targets on the proxy set.
 
-    Each step takes one proxy batch and one private batch and minimises
-    ``alpha * [distill(s(x_proxy), targets, T) + beta * extra] + (1 - alpha) *
-    CE(s(x_local), y_local)``, where ``alpha`` is the weight of the *distillation* side
-    and ``extra`` an optional catalogue term (:mod:`fedkd.kd_terms`) of weight
-    ``extra.beta``. One epoch is
+    Each step takes one proxy batch and one private batch (:func:`fit_schedule`) and
+    minimises ``alpha * [distill(s(x_proxy), targets, T) + beta * extra] + (1 - alpha) *
+    CE(s(x_local), y_local)`` (:func:`fedkd.distill_objective.step_objective`), where
+    ``alpha`` is the weight of the *distillation* side and ``extra`` an optional catalogue
+    term (:class:`fedkd.losses.ExtraTerm`) of weight ``extra.beta``. One epoch is
     ``ceil(max(len(x_proxy), len(x_local)) / batch_size)`` steps; the shorter side is
     reshuffled and cycled.
 
@@ -125,112 +111,89 @@ def fit_distill(
 
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
-    schedule = distill_schedule(
-        len(x_proxy) if alpha > 0 else 0,
-        len(x_local) if alpha < 1 else 0,
-        batch_size=batch_size,
-        epochs=epochs,
-        gen=gen,
+    schedule = fit_schedule(
+        len(x_proxy), len(x_local), alpha=alpha, batch_size=batch_size, epochs=epochs, gen=gen
     )
     model.train()
-    stats = DistillStats(float("nan"), float("nan"), float("nan"))
+    stats = NO_STATS
     for epoch in schedule:
-        tot = kd_tot = ce_tot = 0.0
+        sums = [0.0, 0.0, 0.0]  # total, distill, ce
         for pi, li in epoch:
             # one forward pass over both batches (the models have no batch statistics)
             parts = ([x_proxy[pi]] if pi is not None else []) + (
                 [x_local[li]] if li is not None else []
             )
             x = torch.cat(parts) if len(parts) > 1 else parts[0]
-            feats = None
-            if extra is not None and extra.needs_features:
-                feats, out = features_and_logits(model, x)
-            else:
-                out = model(x)
-            n_p = len(pi) if pi is not None else 0
-            s_proxy = out[:n_p] if pi is not None else None
-            s_local = out[n_p:] if li is not None else None
-            total = torch.zeros(())
-            if s_proxy is not None:
-                kd = loss_fn(s_proxy, targets[pi], temperature)
-                total = total + alpha * kd
-                kd_tot += kd.item()
-            if s_local is not None:
-                ce = F.cross_entropy(s_local, y_local[li])
-                total = total + (1.0 - alpha) * ce
-                ce_tot += ce.item()
-            if extra is not None:
-                extra.zero_grad()
-                term = extra.term(
-                    StepBatch(
-                        x=x,
-                        n_proxy=n_p,
-                        pi=pi,
-                        li=li,
-                        logits=out,
-                        features=feats,
-                        targets=targets[pi] if pi is not None else None,
-                        y=y_local[li] if li is not None else None,
-                        temperature=temperature,
-                        alpha=alpha,
-                    )
-                )
-                if term is not None:
-                    total = total + alpha * extra.beta * term
-                    kd_tot += extra.beta * term.item()
+            step = _StepInputs(x, pi, li, targets, y_local, temperature, alpha)
+            total = _step_loss(model, step, loss_fn, extra, sums)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             if extra is not None:
                 extra.step()
-            tot += total.item()
+            sums[0] += total.item()
         n = max(len(epoch), 1)
-        stats = DistillStats(tot / n, kd_tot / n, ce_tot / n)
+        stats = DistillStats(sums[0] / n, sums[1] / n, sums[2] / n)
     return stats
 
 
-Step = tuple[torch.Tensor | None, torch.Tensor | None]
+@dataclass(frozen=True)
+class _StepInputs:
+    x: torch.Tensor
+    pi: torch.Tensor | None
+    li: torch.Tensor | None
+    targets: torch.Tensor
+    y_local: torch.Tensor
+    temperature: float
+    alpha: float
 
 
-def distill_schedule(
-    n_proxy: int, n_local: int, *, batch_size: int, epochs: int, gen: torch.Generator
-) -> list[list[Step]]:
-    """The batches of :func:`fit_distill`: per epoch, per step ``(proxy rows, local rows)``.
+def _step_loss(
+    model: nn.Module,
+    step: _StepInputs,
+    loss_fn: DistillLoss,
+    extra: ExtraTerm | None,
+    sums: list[float],
+) -> torch.Tensor:
+    """One step's objective on the proxy rows ``pi`` then the private rows ``li`` of ``x``.
 
-    ``n_proxy = 0`` (no distillation) or ``n_local = 0`` (no cross-entropy) leaves that
-    side ``None``. An epoch is ``ceil(max(n_proxy, n_local) / batch_size)`` steps; the
-    shorter side is reshuffled and cycled. Random draws come from ``gen`` in a fixed order
-    (proxy permutation before local permutation), so the sequential and the vectorized
-    trainers see the same batches for the same generator.
+    Adds the step's distillation (with ``beta * term``) and cross-entropy values to
+    ``sums[1]`` and ``sums[2]``.
     """
-    n_steps = math.ceil(max(n_proxy, n_local) / batch_size)
-    proxy_it: list[torch.Tensor] = []
-    local_it: list[torch.Tensor] = []
-    out: list[list[Step]] = []
-    for _ in range(epochs):
-        steps: list[Step] = []
-        for _step in range(n_steps):
-            pi = li = None
-            if n_proxy:
-                if not proxy_it:
-                    proxy_it = _batches(n_proxy, batch_size, gen)
-                pi = proxy_it.pop()
-            if n_local:
-                if not local_it:
-                    local_it = _batches(n_local, batch_size, gen)
-                li = local_it.pop()
-            steps.append((pi, li))
-        out.append(steps)
-    return out
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, computed in chunks."""
-    model.eval()
-    if len(x) == 0:
-        return torch.zeros((0, 0))
-    return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    pi, li, x = step.pi, step.li, step.x
+    feats = None
+    if extra is not None and extra.needs_features:
+        feats, out = features_and_logits(model, x)
+    else:
+        out = model(x)
+    n_p = len(pi) if pi is not None else 0
+    kd = ce = term = None
+    if pi is not None:
+        kd = loss_fn(out[:n_p], step.targets[pi], step.temperature)
+        sums[1] += kd.item()
+    if li is not None:
+        ce = F.cross_entropy(out[n_p:], step.y_local[li])
+        sums[2] += ce.item()
+    if extra is None:
+        return step_objective(torch.zeros(()), kd, ce, step.alpha)
+    extra.zero_grad()
+    term = extra.term(
+        StepBatch(
+            x=x,
+            n_proxy=n_p,
+            pi=pi,
+            li=li,
+            logits=out,
+            features=feats,
+            targets=step.targets[pi] if pi is not None else None,
+            y=step.y_local[li] if li is not None else None,
+            temperature=step.temperature,
+            alpha=step.alpha,
+        )
+    )
+    if term is not None:
+        sums[1] += extra.beta * term.item()
+    return step_objective(torch.zeros(()), kd, ce, step.alpha, term, extra.beta)
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -243,3 +206,17 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Test accuracy of ``model`` on ``(x, y)``."""
     return accuracy(predict_logits(model, x), y)
+
+
+__all__ = [
+    "DistillStats",
+    "Step",
+    "accuracy",
+    "distill_schedule",
+    "evaluate",
+    "fit_distill",
+    "fit_schedule",
+    "fit_supervised",
+    "make_optimizer",
+    "predict_logits",
+]

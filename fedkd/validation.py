@@ -18,8 +18,7 @@ from fedkd.config import FedkdConfig, read_toml
 from fedkd.config.errors import rule_error, validate_schema, value_error
 from fedkd.config.toml_io import apply_overrides
 from fedkd.data import DATASET_REGISTRY
-from fedkd.knowledge import method_of
-from fedkd.losses import LOSS_REGISTRY
+from fedkd.losses import LOSS_REGISTRY, method_of
 from fedkd.models import parse_spec
 from fedkd.registry import ENGINE_REGISTRY, Registry
 from fedkd.strategies.catalogue import STRATEGY_REGISTRY, strategy_class
@@ -263,22 +262,28 @@ def loss_supported(cfg: FedkdConfig) -> None:
 
     """
     method = method_of(cfg.distill.loss)
-    if method is None or method.name == "response":
+    if method is None:
+        if cfg.distill.params:
+            raise ValueError(
+                f"distill.params: distill.loss={cfg.distill.loss!r} declares no "
+                "parameters; allowed: none"
+            )
         return
+    method.resolve(cfg.distill.params)  # only names the method declares
     name = method.name
     cls = strategy_class(cfg.strategy.name)
-    if method.needs_teachers or name == "takd":
+    if method.needs_teachers:
         if not getattr(cls, "uses_teachers", True) or cfg.teachers.count < 1:
             raise ValueError(
                 f"distill.loss={name!r} needs the server's teachers: use a strategy "
                 "with teachers (multi_teacher, hybrid, ...) and teachers.count >= 1"
             )
-    if name in ("born_again", "mutual") and getattr(cls, "collects_weights", False):
+    if method.keeps_students and getattr(cls, "collects_weights", False):
         raise ValueError(
             f"distill.loss={name!r} keeps students on the device; strategy "
             f"{cfg.strategy.name!r} replaces them with a global model every round"
         )
-    if cfg.privacy.mode == "dp_sgd" and name != "takd":
+    if cfg.privacy.mode == "dp_sgd" and method.has_client_term:
         raise ValueError(
             f"privacy.mode='dp_sgd' supports logit losses only (response, takd or "
             f"registered ones), not distill.loss={name!r}"
@@ -288,9 +293,9 @@ def loss_supported(cfg: FedkdConfig) -> None:
             f"distill.loss={name!r} sends the teachers' {method.knowledge}, which "
             "privacy.mode='pate' does not protect; use a logit loss with pate"
         )
-    if name == "takd" and cfg.privacy.mode == "pate":
+    if method.uses_assistants and cfg.privacy.mode == "pate":
         raise ValueError(
-            "distill.loss='takd' cannot be combined with privacy.mode='pate' (the "
+            f"distill.loss={name!r} cannot be combined with privacy.mode='pate' (the "
             "assistants would see the teachers' non-private logits)"
         )
     if method.knowledge == "features" and cfg.distill.feature_teacher >= cfg.teachers.count:

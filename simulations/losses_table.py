@@ -7,8 +7,8 @@ Each row is ``fedkd run simulations/quickstart.toml`` with the row's ``--set`` o
 Results are kept in ``OUT/table.json`` (a rerun skips rows already measured unless
 ``--force``) and copied to ``docs/results/losses_table.json``; ``docs/losses.md``
 (``--doc``) is rewritten from them (a test checks it matches). Formulas and
-papers come from the catalogue in :mod:`fedkd.knowledge`, so the doc cannot drift from
-the code.
+papers come from the method files of :mod:`fedkd.losses` (one row per registered
+method, in :func:`fedkd.losses.catalogue` order), so the doc cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import fedkd
-from fedkd.knowledge import METHODS
+from fedkd.losses import METHODS, catalogue
 
-LOSS_ROWS = ["response", "hint", "rkd", "attention", "born_again", "mutual", "takd"]
+LOSS_ROWS = [m.name for m in catalogue()]
 LONGER_ROWS: dict[str, tuple[str, list[str]]] = {
     "response_20": ("response, 20 rounds", ["rounds=20"]),
     "born_again_20": (
@@ -167,6 +167,8 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         down = _mb(r["train_down_per_round"]) if r else "-"
         up = _mb(r["train_up_per_round"]) if r else "-"
         beta = "-" if m.default_beta == 0 else f"{m.default_beta:g}"
+        if m.params:
+            beta += "; " + ", ".join(f"{k} = {v:g}" for k, v in m.params.items())
         lines.append(
             f"| `{name}` ({m.kind}) | {m.knowledge} | `{_cell(m.formula)}` | {m.paper} | {beta} | "
             f"{acc[0]} | {acc[1]} | {down} | {up} |"
@@ -174,7 +176,9 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "Config keys: `distill.loss` selects the row; `distill.beta` overrides the method's",
-        "weight; `distill.feature_teacher` (hint, rkd) picks the teacher whose last-block",
+        "weight; `distill.params` sets a method's own parameters by name (a method that",
+        "declares any lists their defaults after its beta); `distill.feature_teacher`",
+        "(hint, rkd) picks the teacher whose last-block",
         "features travel (features of different teachers have unrelated channels, so they",
         "are not averaged; attention maps are averaged over all teachers);",
         "`compression.features = fp16` halves those bytes; `distill.generations`",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from fedkd.strategies import register_strategy
 from fedkd.strategies.base import KDStrategy, RoundCallback
+from fedkd.strategies.round_plan import RoundPlan
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
@@ -109,14 +110,17 @@ class CentralizedKD(KDStrategy):
             acc = evaluate(self.model, self.x_test, self.y_test)
             # the one student is what every client would receive
             self.latest_accuracy = dict.fromkeys(sorted(self.node_of), acc)
-            self._evaluated = sorted(self.node_of)
-            self._train_metrics = [
-                {
-                    keys.TRAIN_LOSS: stats.loss,
-                    keys.DISTILL_LOSS: stats.distill_loss,
-                    keys.CE_LOSS: stats.ce_loss,
-                }
-            ]
+            self.plan = RoundPlan(
+                rnd,
+                evaluated=sorted(self.node_of),
+                train_metrics=[
+                    {
+                        keys.TRAIN_LOSS: stats.loss,
+                        keys.DISTILL_LOSS: stats.distill_loss,
+                        keys.CE_LOSS: stats.ce_loss,
+                    }
+                ],
+            )
             down, up = self.traffic.total_down, self.traffic.total_up
             row = self._round_row(rnd, 0, 0, t0, t_start, down, up)
             rows.append(row)

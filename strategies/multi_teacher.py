@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from fedkd.strategies import register_strategy
-from fedkd.strategies.base import KDStrategy, teacher_targets
+from fedkd.strategies.base import KDStrategy
+from fedkd.strategies.teacher_targets import teacher_targets
 
 from fedkd.config import FedkdConfig
 from fedkd.teachers import TeacherBundle

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
@@ -13,6 +15,9 @@ from fedkd.compression import TOPK_IDX, Q, decode
 
 Rejection = tuple[str, str]
 """``(kind, reason)``: a short category (counted in ``summary.json``) and the detail."""
+
+Reject = Callable[[int, str, str], None]
+"""``reject(partition, kind, reason)``: record a rejected reply (see ``RejectionLog``)."""
 
 PARTITION_ID_LIMIT = 2**31
 """Partition ids are below this: simulated ids are ``0..num_clients-1``; a device with its
@@ -217,9 +222,9 @@ def check_reply(
     return None
 
 
-def decode_record(record: ArrayRecord, num_classes: int) -> np.ndarray:
-    """The float32 logits of a (validated) logits record, whatever its encoding."""
-    return decode({name: record[name].numpy() for name in record}, num_classes)
+def record_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The numpy arrays of a (validated) record, by name."""
+    return {name: record[name].numpy() for name in record}
 
 
 def _check_weights(content: RecordDict, shapes: dict[str, tuple[int, ...]]) -> Rejection | None:
@@ -243,4 +248,72 @@ def _check_weights(content: RecordDict, shapes: dict[str, tuple[int, ...]]) -> R
             )
         if not np.all(np.isfinite(arr)):
             return "non_finite", f"weights '{name}' contain NaN or inf"
+    return None
+
+
+def accept_replies(
+    replies: Iterable[Message],
+    *,
+    part_of: Mapping[int, int],
+    client_info: Mapping[int, Mapping[str, Any]],
+    reply_bytes: Mapping[int, int],
+    max_bytes: int | None,
+    reject: Reject,
+    required: tuple[str, ...] = (),
+    rules: tuple[MetricRule, ...] = (),
+    logits_shape: tuple[int, int] | None = None,
+    weight_shapes: dict[str, tuple[int, ...]] | None = None,
+    same_size: bool = False,
+) -> list[tuple[int, Message]]:
+    """Replies that pass :func:`check_reply`, as ``(partition id, message)`` sorted.
+
+    A reply must come from a discovered node (``part_of``: node id -> partition id) and
+    claim that node's partition (``wrong_partition``); with ``same_size``, its
+    ``num-examples`` must be the size the client reported at discovery (``client_info``,
+    ``inconsistent_size``). ``reply_bytes`` holds the serialized size of each reply by
+    ``id(reply)`` where already measured. Every other reply goes to ``reject`` with its
+    kind and reason.
+    """
+    good = []
+    for msg in replies:
+        pid = part_of.get(msg.metadata.src_node_id, -1)
+        rejection = check_reply(
+            msg,
+            required_metrics=required,
+            rules=rules,
+            logits_shape=logits_shape,
+            max_bytes=max_bytes,
+            size=reply_bytes.get(id(msg)) or reply_size(msg),
+            weight_shapes=weight_shapes,
+        )
+        if rejection is None:
+            rejection = _claims_rejection(msg, pid, client_info, same_size)
+        if rejection is not None:
+            reject(pid, *rejection)
+            continue
+        good.append((pid, msg))
+    return sorted(good, key=lambda t: t[0])
+
+
+def _claims_rejection(
+    msg: Message, pid: int, client_info: Mapping[int, Mapping[str, Any]], same_size: bool
+) -> Rejection | None:
+    """Why a well-formed reply's partition or size claim is wrong, or None."""
+    m = msg.content.metric_records[keys.METRICS]
+    claimed = int(m[keys.PARTITION_ID])  # type: ignore[arg-type]
+    node = msg.metadata.src_node_id
+    if claimed != pid:
+        return (
+            "wrong_partition",
+            f"reply claims partition {claimed} but node {node} is partition {pid}",
+        )
+    if same_size and keys.NUM_EXAMPLES in m:
+        known = int(client_info.get(pid, {}).get("size", -1))
+        size = int(m[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        if size != known:
+            return (
+                "inconsistent_size",
+                f"metric '{keys.NUM_EXAMPLES}' = {size}; partition {pid} "
+                f"reported {known} private samples at discovery (allowed: {known})",
+            )
     return None

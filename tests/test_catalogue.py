@@ -8,10 +8,18 @@ import torch
 from flwr.app import Context, RecordDict
 
 import fedkd
-from fedkd import client_app
+from fedkd.client.extra_terms import extra_term
+from fedkd.client.node_state import fresh_student, save_aux
+from fedkd.client.private_data import private_data
+from fedkd.client.public_data import public_data
+from fedkd.client.train_job import TrainJob
+from fedkd.config import DistillConfig
 from fedkd.errors import ConfigError
-from fedkd.kd_terms import BornAgainTerm, HintTerm, MutualTerm
-from fedkd.knowledge import METHODS, features_and_logits, teacher_knowledge
+from fedkd.losses import METHODS
+from fedkd.losses.born_again import BornAgainTerm
+from fedkd.losses.forward import features_and_logits
+from fedkd.losses.hint import HintTerm
+from fedkd.losses.mutual import MutualTerm
 from fedkd.models import build_model
 from fedkd.training import fit_distill, make_optimizer, predict_logits
 from fedkd.validation import load_config
@@ -29,15 +37,15 @@ def _context(cfg) -> Context:
     )
 
 
-def _job(cfg, rnd: int, knowledge=None) -> client_app._TrainJob:
-    shared = client_app._shared(cfg)
+def _job(cfg, rnd: int, knowledge=None) -> TrainJob:
+    shared = public_data(cfg)
     ctx = _context(cfg)
-    x_local, y_local = client_app._private_data(cfg, ctx, 0)
-    model = client_app._fresh_student(cfg, shared, 0)
+    x_local, y_local = private_data(cfg, ctx, 0)
+    model = fresh_student(cfg, shared, 0)
     rows = torch.arange(64)
-    return client_app._TrainJob(
+    return TrainJob(
         cfg=cfg,
-        shared=shared,
+        public=shared,
         pid=0,
         rnd=rnd,
         malicious=False,
@@ -68,7 +76,7 @@ def _fit(job, extra):
         job.opt,
         job.x_local,
         job.y_local,
-        job.shared.x_proxy[job.proxy_idx],
+        job.public.x_proxy[job.proxy_idx],
         job.soft,
         epochs=1,
         batch_size=32,
@@ -88,7 +96,7 @@ def test_hint_adapter_trains_with_the_student_and_persists_on_the_device():
     knowledge = torch.randn(64, 10, 6)
     job = _job(cfg, 1, knowledge.clone())
     ctx = _context(cfg)
-    term = client_app._extra_term(ctx, job)
+    term = extra_term(ctx, job)
     assert isinstance(term, HintTerm) and term.beta == 1.0
     assert term.adapter(torch.zeros(2, 20, 4)).shape == (2, 10, 6)  # cnn:width=4,depth=1
     before = _params(term.adapter)
@@ -96,8 +104,8 @@ def test_hint_adapter_trains_with_the_student_and_persists_on_the_device():
     after = _params(term.adapter)
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert torch.equal(term.knowledge, knowledge)  # the teacher side is never updated
-    client_app._save_aux(ctx, term.state())
-    again = client_app._extra_term(ctx, _job(cfg, 2, knowledge))
+    save_aux(ctx, term.state())
+    again = extra_term(ctx, _job(cfg, 2, knowledge))
     assert isinstance(again, HintTerm)
     for a, b in zip(after, _params(again.adapter), strict=True):
         assert torch.equal(a, b)
@@ -107,25 +115,25 @@ def test_a_new_born_again_generation_starts_a_fresh_student_taught_by_the_old_on
     cfg = load_config(TINY, ["distill.loss=born_again", "rounds=4", "distill.generations=2"])
     ctx = _context(cfg)
     job1 = _job(cfg, 1)
-    assert client_app._extra_term(ctx, job1) is None  # generation 1: response only
+    assert extra_term(ctx, job1) is None  # generation 1: response only
     _fit(job1, None)
     old = {k: v.clone() for k, v in job1.model.state_dict().items()}
     job3 = _job(cfg, 3)
     job3.model.load_state_dict(old)  # the student the client carried into round 3
-    term = client_app._extra_term(ctx, job3)
+    term = extra_term(ctx, job3)
     assert isinstance(term, BornAgainTerm)
-    fresh = client_app._fresh_student(cfg, job3.shared, 0, generation=2)
+    fresh = fresh_student(cfg, job3.public, 0, generation=2)
     for k, v in fresh.state_dict().items():
         assert torch.equal(job3.model.state_dict()[k], v)  # re-initialised
-    ref = build_model(cfg.student.model, job3.shared.input_shape, job3.shared.num_classes)
+    ref = build_model(cfg.student.model, job3.public.input_shape, job3.public.num_classes)
     ref.load_state_dict(old)
     assert torch.allclose(term.previous_local, predict_logits(ref, job3.x_local))
     _fit(job3, term)
     for k, v in term.state()["previous"].items():  # the previous generation stays frozen
         assert torch.equal(v, old[k])
-    client_app._save_aux(ctx, term.state())
+    save_aux(ctx, term.state())
     job4 = _job(cfg, 4)
-    term4 = client_app._extra_term(ctx, job4)
+    term4 = extra_term(ctx, job4)
     assert isinstance(term4, BornAgainTerm) and term4.keep["generation"] == 2
     assert not torch.equal(job4.model.state_dict()["head.bias"], fresh.state_dict()["head.bias"])
 
@@ -134,14 +142,14 @@ def test_mutual_peers_train_in_the_same_steps_and_persist():
     cfg = load_config(TINY, ["distill.loss=mutual", "distill.peers=3"])
     ctx = _context(cfg)
     job = _job(cfg, 1)
-    term = client_app._extra_term(ctx, job)
+    term = extra_term(ctx, job)
     assert isinstance(term, MutualTerm) and len(term.peers) == 2
     before = [_params(p) for p in term.peers]
     _fit(job, term)
     for peer, b in zip(term.peers, before, strict=True):
         assert any(not torch.equal(x, y) for x, y in zip(b, _params(peer), strict=True))
-    client_app._save_aux(ctx, term.state())
-    again = client_app._extra_term(ctx, _job(cfg, 2))
+    save_aux(ctx, term.state())
+    again = extra_term(ctx, _job(cfg, 2))
     assert isinstance(again, MutualTerm)
     for p, q in zip(term.peers, again.peers, strict=True):
         for x, y in zip(_params(p), _params(q), strict=True):
@@ -155,12 +163,13 @@ def test_teacher_knowledge_shapes():
         build_model("cnn:width=3", (40,), 10),
     ]
     x = torch.randn(7, 40)
-    feats = teacher_knowledge(METHODS["hint"], teachers, x, feature_teacher=0)
+    distill = DistillConfig()
+    feats = METHODS["hint"].teacher_knowledge(teachers, x, distill, seed=0)
     assert feats.shape == (7, 10, 6)
     assert np.allclose(feats, features_and_logits(teachers[0].eval(), x)[0].detach().numpy())
-    maps = teacher_knowledge(METHODS["attention"], teachers, x, feature_teacher=0)
+    maps = METHODS["attention"].teacher_knowledge(teachers, x, distill, seed=0)
     assert maps.shape == (7, 10) and np.allclose(np.linalg.norm(maps, axis=1), 1.0)
-    assert teacher_knowledge(METHODS["mutual"], teachers, x, 0) is None
+    assert METHODS["mutual"].teacher_knowledge(teachers, x, distill, seed=0) is None
     mlp = build_model("mlp:width=12", (40,), 10)
     assert features_and_logits(mlp, x)[0].shape == (7, 1, 12)
 
@@ -254,8 +263,8 @@ def test_mutual_peers_count_in_the_virtual_clock():
 
 
 def test_rkd_relations_use_the_first_relation_batch_rows():
-    from fedkd.kd_terms import RKDTerm, StepBatch
-    from fedkd.losses.rkd import rkd_loss
+    from fedkd.losses import StepBatch
+    from fedkd.losses.rkd import RKDTerm, rkd_loss
 
     feats, know = torch.randn(10, 3, 2), torch.randn(20, 4)
     pi = torch.arange(10, 20)
@@ -265,8 +274,7 @@ def test_rkd_relations_use_the_first_relation_batch_rows():
 
 
 def test_rkd_random_projection_keeps_relations_at_a_tenth_of_the_floats():
-    from fedkd.knowledge import random_projection
-    from fedkd.losses.rkd import _pairwise_distances, rkd_loss
+    from fedkd.losses.rkd import _pairwise_distances, random_projection, rkd_loss
 
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(64, 10, 32)).astype(np.float32)  # quickstart teacher: 320 floats

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fedkd
-from fedkd import client_app
+from fedkd.client.private_data import device_file
 from fedkd.data import make_splits
 from fedkd.validation import load_config
 from fedkd.views import parse_view, student_x, teacher_x, transform, view_rows
@@ -89,7 +89,7 @@ def test_a_device_file_is_seen_through_the_students_view(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "device.npz"
     np.savez(path, x=rng.normal(size=(30, 40)).astype(np.float32), y=rng.integers(0, 10, 30))
-    x, y = client_app._device_file(cfg.data, cfg.seed, str(path))
+    x, y = device_file(cfg.data, cfg.seed, str(path))
     assert tuple(x.shape) == (30, 10) and len(y) == 30
 
 

@@ -1,11 +1,12 @@
 """The ``[distill]`` table: how each client trains its student.
 
-The loss name and the assistants' model specs are checked by :mod:`fedkd.validation`.
+The loss name, the assistants' model specs and ``params`` (against the parameters the
+chosen method declares) are checked by :mod:`fedkd.validation`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -46,6 +47,12 @@ class DistillConfig(Section):
         description="Weight of the catalogue method's own term (unset: the method's "
         "default: hint 1, rkd 25 (the paper's distance weight), attention 100, "
         "born_again 1, mutual 1).",
+    )
+    params: dict[str, Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        default_factory=dict,
+        description="The chosen method's own parameters by name (e.g. a method's two term "
+        "weights); unset ones take the method's defaults (docs/losses.md). Names must be "
+        "ones the method declares.",
     )
     feature_teacher: int = Field(
         0, ge=0, le=63, description="hint / rkd: index of the teacher whose features travel."
@@ -94,7 +101,7 @@ class DistillConfig(Section):
         Parameters
         ----------
         default_beta : float
-            ``fedkd.knowledge.method_of(loss).default_beta`` of the method in use.
+            ``fedkd.losses.method_of(loss).default_beta`` of the method in use.
 
         """
         return self.beta if self.beta is not None else default_beta

@@ -45,7 +45,7 @@ register_engine("inprocess")(_inprocess)
 def _vectorized(
     client_app: Any, cfg: Any, run_config: dict[str, Any], state_dir: Path | None = None
 ) -> Any:
-    from fedkd.client_app import train_cohort
+    from fedkd.client.cohort import train_cohort
     from fedkd.engines.cohort_grid import CohortGrid
 
     return CohortGrid(

@@ -2,7 +2,7 @@
 
 Every message still goes through Flower's Message API and each node keeps its own
 persistent Context. Train instructions of one ``send_and_receive`` are handed together to
-:func:`fedkd.client_app.train_cohort`, which trains clients of one student architecture
+:func:`fedkd.client.cohort.train_cohort`, which trains clients of one student architecture
 as a single batch (:mod:`fedkd.stacked_training`); every other message type is executed one by
 one exactly as by the in-process engine, each with its own deadline (see
 :class:`~fedkd.engines.inprocess.InProcessGrid`). Metrics equal the in-process engine's up
@@ -27,7 +27,10 @@ from fedkd.state_store import ClientStateStore
 log = logging.getLogger("fedkd")
 
 CohortFn = Callable[..., list[Message | Exception]]
-"""``fn(pairs, cohort_size, workers, done) -> replies``, see ``client_app.train_cohort``."""
+"""``fn(pairs, cohort_size, workers, done, acquire) -> replies``.
+
+See :func:`fedkd.client.cohort.train_cohort`.
+"""
 
 
 class CohortGrid(InProcessGrid):

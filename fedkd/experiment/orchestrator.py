@@ -34,7 +34,7 @@ from fedkd.experiment.steps import (
     view_shapes,
     write_partition,
 )
-from fedkd.knowledge import method_of
+from fedkd.losses import method_of
 from fedkd.report import RunRecord, write_report
 from fedkd.results import RunResult, unique_dir
 from fedkd.strategies.catalogue import STRATEGY_REGISTRY
@@ -183,7 +183,7 @@ class Experiment:
         log_teachers(self.teachers)
         self.method = method_of(cfg.distill.loss)
         self.source = self.teachers  # what the clients are taught from
-        if self.method is not None and self.method.name == "takd":
+        if self.method is not None and self.method.uses_assistants:
             self.status("teacher assistants")
             self.source, self.assistants = train_assistant_chain(
                 cfg, self.teachers, progress=self.status

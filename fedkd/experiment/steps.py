@@ -23,7 +23,7 @@ from fedkd.config import DataConfig, DistillConfig, FedkdConfig
 from fedkd.data import Splits, client_partitions
 from fedkd.devices import DeviceFleet
 from fedkd.errors import ConfigError
-from fedkd.knowledge import Method, teacher_knowledge
+from fedkd.losses import KDMethod
 from fedkd.privacy.accounting import PrivacyPlan, plan_privacy
 from fedkd.privacy.pate import query_rows
 from fedkd.results import write_json
@@ -165,7 +165,7 @@ def log_teachers(teachers: TeacherBundle) -> None:
 
 
 def method_knowledge(
-    method: Method | None,
+    method: KDMethod | None,
     teachers: TeacherBundle,
     data: DataConfig,
     distill: DistillConfig,
@@ -176,7 +176,7 @@ def method_knowledge(
 
     Parameters
     ----------
-    method : Method or None
+    method : KDMethod or None
         The catalogue method of ``distill.loss`` (None for a registered logit loss).
     teachers : TeacherBundle
         The run's teachers (their models compute the knowledge).
@@ -197,14 +197,7 @@ def method_knowledge(
         return None
     x_proxy = torch.from_numpy(teacher_x(data, splits, splits.proxy, seed))
     try:
-        knowledge = teacher_knowledge(
-            method,
-            teachers.models,
-            x_proxy,
-            distill.feature_teacher,
-            projection=distill.rkd_projection,
-            seed=seed,
-        )
+        knowledge = method.teacher_knowledge(teachers.models, x_proxy, distill, seed)
     except ValueError as err:
         raise ConfigError(f"distill.loss={method.name!r}: {err}") from None
     assert knowledge is not None

@@ -1,14 +1,16 @@
-"""Distillation losses, one small module per loss, and a registry to select them by name.
+"""Distillation methods, one file each, and the registries that select them by name.
 
-Modules: ``soft_target`` (response), ``hinton``, ``hint`` (FitNets), ``rkd``,
-``attention``, ``born_again``, ``mutual``, ``takd``. What each catalogue method sends and
-adds on the client is in :mod:`fedkd.knowledge` and :mod:`fedkd.kd_terms`.
+Every module of this package is imported here (:func:`pkgutil.iter_modules`), and each
+method file registers itself (:func:`fedkd.losses.method.register_method`): adding a
+method is adding one file. Built in: ``response`` (Hinton soft targets), ``hint``
+(FitNets), ``rkd``, ``attention``, ``born_again``, ``mutual``, ``takd``; see
+:mod:`fedkd.losses.method` for what a method holds and docs/losses.md for the catalogue.
 
-A *distillation loss* in the registry maps ``(student_logits, teacher_targets, temperature)``
-on a proxy batch to a scalar. Clients combine it with cross-entropy on their private batch as
+A *distillation loss* maps ``(student_logits, teacher_targets, temperature)`` on a proxy
+batch to a scalar. Clients combine it with cross-entropy on their private batch as
 ``alpha * distill + (1 - alpha) * CE`` (``alpha`` = weight of the distillation term).
 
-Add your own from any module and select it with ``distill.loss = "name"``::
+Add your own logit loss from any module and select it with ``distill.loss = "name"``::
 
     @fedkd.register_loss("mse")
     def mse(student_logits, teacher_logits, temperature):
@@ -17,44 +19,51 @@ Add your own from any module and select it with ``distill.loss = "name"``::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
+import importlib
+import pkgutil
 
 from fedkd.losses.hinton import hinton_loss
-from fedkd.losses.soft_target import soft_target_loss, soft_target_rows
-from fedkd.losses.takd import takd_loss, takd_rows
-from fedkd.registry import Registry
+from fedkd.losses.method import (
+    LOSS_REGISTRY,
+    METHODS,
+    ROW_LOSSES,
+    DistillLoss,
+    ExtraTerm,
+    KDMethod,
+    RowLoss,
+    StepBatch,
+    TermContext,
+    catalogue,
+    get_loss,
+    method_of,
+    register_loss,
+    register_method,
+    resolve_loss,
+    resolve_rows,
+)
+from fedkd.losses.response import soft_target_loss, soft_target_rows
 
-DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-LOSS_REGISTRY: Registry[DistillLoss] = Registry("loss")
-register_loss = LOSS_REGISTRY.register
-"""Register a distillation loss under ``name`` for ``distill.loss`` (decorator)."""
-get_loss = LOSS_REGISTRY.lookup
-"""Return the registered distillation loss ``name``."""
-
-
-register_loss("response")(soft_target_loss)
-# catalogue methods (fedkd.knowledge): their logit part is the response loss; the client
-# adds each method's own term (fedkd.kd_terms), the server sends what it needs
-for _name in ("hint", "rkd", "attention", "born_again", "mutual"):
-    register_loss(_name)(soft_target_loss)
-register_loss("takd")(takd_loss)
-
-RowLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-ROW_LOSSES: dict[str, RowLoss] = {"response": soft_target_rows, "takd": takd_rows}
-"""Per-row forms ``(..., C) -> (...)`` of registered losses, for the vectorized engine.
-
-A loss listed here trains cohorts of clients together (``engine = "vectorized"``); a loss
-without a per-row form falls back to one client after another.
-"""
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "LOSS_REGISTRY",
+    "METHODS",
+    "ROW_LOSSES",
+    "DistillLoss",
+    "ExtraTerm",
+    "KDMethod",
+    "RowLoss",
+    "StepBatch",
+    "TermContext",
+    "catalogue",
     "get_loss",
     "hinton_loss",
+    "method_of",
     "register_loss",
+    "register_method",
+    "resolve_loss",
+    "resolve_rows",
     "soft_target_loss",
     "soft_target_rows",
-    "ROW_LOSSES",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fedkd.losses.soft_target import soft_target_loss
+from fedkd.losses.response import soft_target_loss
 
 
 def hinton_loss(

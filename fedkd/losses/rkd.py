@@ -1,13 +1,35 @@
 """Relational knowledge distillation (Park et al., 2019): distance- and angle-wise losses.
 
 Both compare *relations* between the samples of a proxy batch, so the student's embedding
-may have any width; only pairwise distances and angles are matched.
+may have any width; only pairwise distances and angles are matched. The server sends
+teacher ``distill.feature_teacher``'s last-block features (optionally through a random
+projection, ``distill.rkd_projection``); relations are taken among the first
+``distill.relation_batch`` rows of each proxy batch.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from fedkd.losses.forward import teacher_features
+from fedkd.losses.method import (
+    ExtraTerm,
+    KDMethod,
+    StepBatch,
+    TermContext,
+    received_knowledge,
+    register_method,
+    require_teachers,
+)
+from fedkd.losses.response import soft_target_loss
+
+if TYPE_CHECKING:
+    from fedkd.config import DistillConfig
 
 
 def _gram_distances(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,3 +102,66 @@ def rkd_loss(
     """
     s, t = student_emb.flatten(1), teacher_emb.flatten(1)
     return distance_weight * rkd_distance_loss(s, t) + angle_weight * rkd_angle_loss(s, t)
+
+
+def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """``(N, ...)`` features flattened and multiplied by a seeded ``N(0, 1/dim)`` matrix.
+
+    Johnson-Lindenstrauss: pairwise distances (and so RKD's relations) are kept up to a
+    relative error of about ``1/sqrt(dim)``, at ``dim`` floats per row.
+    """
+    flat = features.reshape(len(features), -1)
+    rng = np.random.default_rng([seed, 43])
+    proj = rng.standard_normal((flat.shape[1], dim)).astype(np.float32) / np.sqrt(dim)
+    return (flat @ proj).astype(np.float32)
+
+
+class RKDTerm(ExtraTerm):
+    """Relational KD on the proxy batch's flattened last-block features.
+
+    Relations are taken among the first ``rows`` samples of each (shuffled) proxy batch:
+    the angle term costs O(rows**3).
+    """
+
+    needs_features = True
+
+    def __init__(self, beta: float, knowledge: torch.Tensor, rows: int = 64) -> None:
+        super().__init__(beta)
+        self.knowledge = knowledge
+        self.rows = rows
+
+    def term(self, batch: StepBatch) -> torch.Tensor | None:  # noqa: D102
+        if batch.pi is None or batch.features is None or len(batch.pi) < 3:
+            return None
+        n = min(batch.n_proxy, self.rows)
+        return rkd_loss(batch.features[:n], self.knowledge[batch.pi[:n]])
+
+
+@register_method
+class RKD(KDMethod):
+    """Teacher features down, distance and angle relations matched on the client."""
+
+    name = "rkd"
+    kind = "relation-based"
+    knowledge = "features"
+    default_beta = 25.0
+    formula = "response + beta * (Huber(psi_D^s, psi_D^t) + 2 Huber(psi_A^s, psi_A^t))"
+    paper = "Park et al. 2019, Relational Knowledge Distillation"
+    needs_teachers = True
+    rank = 2
+    loss = staticmethod(soft_target_loss)
+
+    def client_term(self, ctx: TermContext) -> ExtraTerm | None:  # noqa: D102
+        knowledge = received_knowledge(self, ctx)
+        if knowledge is None:
+            return None
+        return RKDTerm(ctx.beta, knowledge, rows=ctx.distill.relation_batch)
+
+    def teacher_knowledge(  # noqa: D102
+        self, teachers: list[nn.Module], x_proxy: torch.Tensor, distill: DistillConfig, seed: int
+    ) -> np.ndarray | None:
+        require_teachers(self, teachers)
+        feats = teacher_features(teachers, x_proxy, distill.feature_teacher)
+        if distill.rkd_projection:
+            return random_projection(feats, distill.rkd_projection, seed)
+        return feats

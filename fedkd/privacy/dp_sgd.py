@@ -26,9 +26,10 @@ from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from torch import nn
 
-from fedkd.losses import get_loss
+from fedkd.batch_schedule import distill_schedule, steps_per_epoch
+from fedkd.distill_objective import NO_STATS, DistillStats, step_objective
+from fedkd.losses import DistillLoss, get_loss
 from fedkd.privacy.noise import NoiseSource, SecureNoise
-from fedkd.training import DistillStats, _batches
 
 _REGISTERED = False
 
@@ -86,9 +87,12 @@ def sample_rate(n_private: int, batch_size: int) -> float:
     return 1.0 if n_private <= batch_size else batch_size / n_private
 
 
-def steps_per_epoch(n_proxy: int, n_private: int, batch_size: int) -> int:
-    """Optimizer steps per local epoch, as in :func:`fedkd.training.fit_distill`."""
-    return math.ceil(max(n_proxy, n_private) / batch_size)
+__all__ = [
+    "fit_distill_dp",
+    "private_steps_per_epoch",
+    "sample_rate",
+    "steps_per_epoch",
+]
 
 
 def private_steps_per_epoch(n_private: int, batch_size: int) -> int:
@@ -111,7 +115,7 @@ def fit_distill_dp(
     gen: torch.Generator,
     noise_multiplier: float,
     clip: float,
-    loss: str = "response",
+    loss: str | DistillLoss = "response",
     source: NoiseSource | None = None,
 ) -> tuple[DistillStats, int]:
     """:func:`fedkd.training.fit_distill` with DP-SGD on the private side.
@@ -122,16 +126,64 @@ def fit_distill_dp(
     Returns the last epoch's mean losses and the number of DP steps taken (each step
     samples the private data once, also when the Poisson batch comes out empty).
     """
-    from opacus import GradSampleModule
-
     _register_grad_samplers()
     source = source if source is not None else SecureNoise()
-    loss_fn = get_loss(loss)
+    loss_fn = get_loss(loss) if isinstance(loss, str) else loss
     n = len(x_local)
     q = sample_rate(n, batch_size)
+    # public side: the trainer's proxy batches; the private rows are Poisson-sampled below
+    schedule = distill_schedule(
+        len(x_proxy) if alpha > 0 else 0,
+        n,
+        batch_size=batch_size,
+        epochs=epochs,
+        gen=gen,
+        draw_local=False,
+    )
     n_steps = steps_per_epoch(len(x_proxy) if alpha > 0 else 0, n, batch_size)
     m = private_steps_per_epoch(n, batch_size) if alpha < 1 else 0
     private_at = {(j * n_steps) // m for j in range(m)} if m else set()
+    gsm, dp_opt = _wrap(model, opt, source, noise_multiplier, clip, max(1, round(q * n)))
+    model.train()
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    private = _PrivateSide(gsm, dp_opt, model, x_local, y_local, q, alpha, source)
+    stats = NO_STATS
+    try:
+        for epoch in schedule:
+            tot = kd_tot = ce_tot = 0.0
+            for step, (pi, _) in enumerate(epoch):
+                dp_opt.zero_grad(set_to_none=True)
+                ce_val = private.step() if step in private_at else 0.0
+                kd_val = 0.0
+                if pi is not None:
+                    gsm.disable_hooks()
+                    kd = loss_fn(model(x_proxy[pi]), targets[pi], temperature)
+                    (alpha * kd).backward()  # public data: plain gradient, added to p.grad
+                    kd_val = kd.item()
+                opt.step()
+                for p in model.parameters():
+                    p.grad_sample = None
+                tot += step_objective(0.0, kd_val, ce_val, alpha)
+                kd_tot += kd_val
+                ce_tot += ce_val
+            k = max(n_steps, 1)
+            stats = DistillStats(tot / k, kd_tot / k, ce_tot / max(m, 1))
+    finally:
+        gsm._close()
+    return stats, private.steps
+
+
+def _wrap(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    source: NoiseSource,
+    noise_multiplier: float,
+    clip: float,
+    expected_batch: int,
+) -> tuple[Any, DPOptimizer]:
+    """Opacus' per-sample-gradient module around ``model`` and the noisy optimizer."""
+    from opacus import GradSampleModule
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus warns about secure RNG and functorch
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
@@ -140,52 +192,51 @@ def fit_distill_dp(
             source,
             noise_multiplier=noise_multiplier,
             max_grad_norm=clip,
-            expected_batch_size=max(1, round(q * n)),
+            expected_batch_size=expected_batch,
             loss_reduction="mean",  # (sum of clipped per-sample grads + noise) / E[batch]
         )
-    model.train()
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    proxy_it: list[torch.Tensor] = []
-    stats = DistillStats(float("nan"), float("nan"), float("nan"))
-    dp_steps = 0
-    try:
-        for _ in range(epochs):
-            tot = kd_tot = ce_tot = 0.0
-            for _step in range(n_steps):
-                dp_opt.zero_grad(set_to_none=True)
-                ce_val = 0.0
-                if _step in private_at:
-                    take = torch.from_numpy(source.uniform((n,)) < q)
-                    gsm.enable_hooks()
-                    if take.any():
-                        ce = F.cross_entropy(gsm(x_local[take]), y_local[take], reduction="sum")
-                        ce.backward()
-                        ce_val = ce.item() / int(take.sum())
-                    else:  # an empty Poisson batch: Opacus still adds the noise
-                        for p in model.parameters():
-                            p.grad_sample = torch.zeros((0, *p.shape))
-                    dp_opt.pre_step()  # clip per sample, sum, add noise, / expected batch
-                    for p in model.parameters():
-                        if p.grad is not None:
-                            p.grad.mul_(1.0 - alpha)
-                    dp_steps += 1
-                kd_val = 0.0
-                if alpha > 0 and len(x_proxy):
-                    if not proxy_it:
-                        proxy_it = _batches(len(x_proxy), batch_size, gen)
-                    pi = proxy_it.pop()
-                    gsm.disable_hooks()
-                    kd = loss_fn(model(x_proxy[pi]), targets[pi], temperature)
-                    (alpha * kd).backward()  # public data: plain gradient, added to p.grad
-                    kd_val = kd.item()
-                opt.step()
-                for p in model.parameters():
-                    p.grad_sample = None
-                tot += alpha * kd_val + (1 - alpha) * ce_val
-                kd_tot += kd_val
-                ce_tot += ce_val
-            k = max(n_steps, 1)
-            stats = DistillStats(tot / k, kd_tot / k, ce_tot / max(m, 1))
-    finally:
-        gsm._close()
-    return stats, dp_steps
+    return gsm, dp_opt
+
+
+class _PrivateSide:
+    """The DP-SGD private step: Poisson sample, clip per sample, sum, add noise."""
+
+    def __init__(
+        self,
+        gsm: Any,
+        dp_opt: DPOptimizer,
+        model: nn.Module,
+        x_local: torch.Tensor,
+        y_local: torch.Tensor,
+        q: float,
+        alpha: float,
+        source: NoiseSource,
+    ) -> None:
+        self.gsm, self.dp_opt, self.model = gsm, dp_opt, model
+        self.x_local, self.y_local, self.q, self.alpha = x_local, y_local, q, alpha
+        self.source = source
+        self.steps = 0
+
+    def step(self) -> float:
+        """Put ``(1 - alpha) *`` the noisy private gradient into ``p.grad``; the mean CE.
+
+        Every call samples the private data once and counts as a DP step, also when the
+        Poisson batch comes out empty (Opacus still adds the noise).
+        """
+        take = torch.from_numpy(self.source.uniform((len(self.x_local),)) < self.q)
+        self.gsm.enable_hooks()
+        ce_val = 0.0
+        if take.any():
+            out = self.gsm(self.x_local[take])
+            ce = F.cross_entropy(out, self.y_local[take], reduction="sum")
+            ce.backward()
+            ce_val = ce.item() / int(take.sum())
+        else:  # an empty Poisson batch: Opacus still adds the noise
+            for p in self.model.parameters():
+                p.grad_sample = torch.zeros((0, *p.shape))
+        self.dp_opt.pre_step()  # clip per sample, sum, add noise, / expected batch
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(1.0 - self.alpha)
+        self.steps += 1
+        return ce_val

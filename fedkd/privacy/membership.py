@@ -24,7 +24,6 @@ skewed labels: otherwise the class alone would separate them).
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -64,15 +63,11 @@ def roc_summary(members: np.ndarray, non_members: np.ndarray) -> dict[str, float
 
 
 def _student_state(run: Path, node: int) -> dict[str, torch.Tensor] | None:
-    from fedkd.client_app import _STATE_KEY
+    from fedkd.client.node_state import student_weights
     from fedkd.engines.inprocess import NODE_ID_OFFSET
     from fedkd.state_store import ClientStateStore
 
-    state = ClientStateStore(run / "client_state").load(NODE_ID_OFFSET + node)
-    if _STATE_KEY not in state:
-        return None
-    blob = state.config_records[_STATE_KEY]["blob"]
-    return torch.load(io.BytesIO(blob), weights_only=True)["model"]  # type: ignore[arg-type]
+    return student_weights(ClientStateStore(run / "client_state").load(NODE_ID_OFFSET + node))
 
 
 def _reference(cfg: FedkdConfig, spec: str, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:

@@ -32,7 +32,7 @@ def _central_release(sets: list[str], uploads: np.ndarray, server_round: int = 1
     strategy = KDStrategy(cfg, uploads.shape[1], uploads.shape[2])
     strategy.node_of = {p: 100 + p for p in range(cfg.num_clients)}
     strategy.set_privacy(plan)
-    release, _ = strategy._private_uploads(server_round, uploads.copy())
+    release, _ = strategy.release_uploads(server_round, uploads.copy(), np.ones(len(uploads)))
     expected = plan.sample_rate * cfg.num_clients
     clean = np.sum([clip_upload(u, plan.clip) for u in uploads], axis=0) / expected
     return cfg, plan, release[0], clean, expected
@@ -123,7 +123,7 @@ def test_local_dp_noise_is_2Cz_even_when_the_server_asks_for_none(tmp_path, monk
     """A hostile server instructs no noise; the client applies its own, at scale 2 C z."""
     seen: list[np.ndarray] = []
     configure = KDStrategy.configure_train
-    private_uploads = KDStrategy._private_uploads
+    release_uploads = KDStrategy.release_uploads
 
     def hostile_configure(self, *args, **kw):
         msgs = list(configure(self, *args, **kw))
@@ -134,12 +134,12 @@ def test_local_dp_noise_is_2Cz_even_when_the_server_asks_for_none(tmp_path, monk
             conf[keys.DP_CLIP] = 1e6
         return msgs
 
-    def record(self, server_round, logits):
+    def record(self, server_round, logits, weights):
         seen.append(logits.copy())
-        return private_uploads(self, server_round, logits)
+        return release_uploads(self, server_round, logits, weights)
 
     monkeypatch.setattr(KDStrategy, "configure_train", hostile_configure)
-    monkeypatch.setattr(KDStrategy, "_private_uploads", record)
+    monkeypatch.setattr(KDStrategy, "release_uploads", record)
     z, clip = 1.5, 0.5
     sets = [
         "privacy.mode=client_dp",
@@ -167,7 +167,7 @@ def test_local_dp_noise_is_2Cz_even_when_the_server_asks_for_none(tmp_path, monk
 def test_a_device_owners_local_dp_floor_beats_the_run_config():
     from flwr.app import ConfigRecord, Context, RecordDict
 
-    from fedkd.client_app import _dp_parameters
+    from fedkd.client.local_dp import dp_parameters
 
     cfg = load_config(TINY, ["strategy.name=hybrid"])  # the run config: not private at all
     ctx = Context(
@@ -177,10 +177,10 @@ def test_a_device_owners_local_dp_floor_beats_the_run_config():
         state=RecordDict(),
         run_config={},
     )
-    got = _dp_parameters(cfg, ctx, ConfigRecord({keys.DP_NOISE: 0.0}))
+    got = dp_parameters(cfg, ctx, ConfigRecord({keys.DP_NOISE: 0.0}))
     assert got["dp_mode"] == "client_dp" and got["dp_local"] is True
     assert got["dp_noise"] == 3.0 and got["dp_clip"] == 0.25 and got["dp_reproducible"] is False
-    more = _dp_parameters(
+    more = dp_parameters(
         cfg,
         ctx,
         ConfigRecord({keys.DP_MODE: "client_dp", keys.DP_LOCAL: True, keys.DP_NOISE: 5.0}),

@@ -237,7 +237,7 @@ class DeploymentLikeGrid(InProcessGrid):
 
 
 def test_without_known_partitions_ids_up_to_2_31_pass_and_duplicates_are_rejected():
-    # devices with their own data file may use a node-derived id (client_app._partition_id)
+    # devices with their own data file may use a node-derived id (fedkd.client.node.partition_id)
     strategy = _discovery(
         {("query", 1): {keys.PARTITION_ID: 123_456_789}, ("query", 3): {keys.PARTITION_ID: 2}},
         grid_cls=DeploymentLikeGrid,

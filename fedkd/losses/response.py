@@ -1,9 +1,15 @@
-"""Soft-target (response-based) distillation loss of Hinton et al. (2015)."""
+"""Response-based distillation (Hinton et al., 2015): the soft-target loss.
+
+Every other method's logit part is this loss; ``response`` itself adds nothing on the
+client and sends nothing but the soft targets.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from fedkd.losses.method import KDMethod, register_method
 
 
 def soft_target_loss(
@@ -55,3 +61,16 @@ def soft_target_rows(
     log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     log_s = F.log_softmax(student_logits / temperature, dim=-1)
     return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+
+
+@register_method
+class Response(KDMethod):
+    """Soft targets only."""
+
+    name = "response"
+    kind = "response-based"
+    formula = "T^2 KL(softmax(t/T) || softmax(s/T)), batchmean"
+    paper = "Hinton et al. 2015, Distilling the Knowledge in a Neural Network"
+    rank = 0
+    loss = staticmethod(soft_target_loss)
+    rows = staticmethod(soft_target_rows)
