@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedkd import seeds
+
 
 def malicious_partitions(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
     """``round(fraction * num_clients)`` partition ids drawn with the run's seed."""
     k = int(round(fraction * num_clients))
     if k == 0:
         return frozenset()
-    rng = np.random.default_rng([seed, 11])
+    rng = seeds.rng(seed, "attack.malicious")
     return frozenset(int(p) for p in rng.choice(num_clients, size=k, replace=False))
 
 

@@ -91,3 +91,44 @@ def torch_generator(seed: int, stream: str, *parts: int) -> torch.Generator:
     import torch
 
     return torch.Generator().manual_seed(int_seed(seed, stream, *parts))
+
+
+NODE_STREAMS: dict[str, int] = {
+    "node.batches": 0,  # client: a round's training batches
+    "node.local_only": 1,  # client: the local-only baseline's batches
+    "node.student_init": 2,  # client: a fresh student's initial weights, per generation
+    "node.hint_init": 5,  # fedkd.losses.hint: the client's hint adapter's initial weights
+}
+"""A client's own streams: entropy ``[seed, partition, index, tag]`` (the tag *last*).
+
+This older layout is kept so that every result measured so far reproduces; it does not
+share :data:`STREAMS`' tag space. Its tag-0 stream, having a trailing zero, has the same
+entropy as a ``[seed, t, r]`` stream of :data:`STREAMS` when the partition equals ``t``
+(client 3's round-``r`` batches and the round-``r`` train sample seed the same way, one
+as a torch generator, one as numpy's PCG64); moving the node streams to the
+``[seed, tag, ...]`` layout is a results-changing step of its own.
+"""
+
+
+def node_seed(seed: int, stream: str, partition: int, index: int) -> int:
+    """A 32-bit seed of a client's own ``stream`` (:data:`NODE_STREAMS`).
+
+    Parameters
+    ----------
+    seed : int
+        The run seed.
+    stream : str
+        A name in :data:`NODE_STREAMS`.
+    partition : int
+        The client (partition id).
+    index : int
+        The round, or the student generation (``node.student_init``), or 0.
+
+    """
+    try:
+        node_tag = NODE_STREAMS[stream]
+    except KeyError:
+        known = ", ".join(NODE_STREAMS)
+        raise KeyError(f"unknown node stream {stream!r}; known: {known}") from None
+    entropy = [int(seed), int(partition), int(index), node_tag]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

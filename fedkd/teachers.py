@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedkd import seeds
 from fedkd.config import FedkdConfig, TeachersConfig
 from fedkd.data import cache_dir, make_splits
 from fedkd.errors import ConfigError
@@ -99,7 +100,7 @@ def _cache_key(cfg: FedkdConfig, index: int, spec: str) -> str:
 
 
 def _teacher_seed(cfg: FedkdConfig, index: int) -> int:
-    return int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0])
+    return seeds.int_seed(cfg.seed, "teachers.init", index)
 
 
 def teacher_rows(cfg: FedkdConfig, index: int, n: int) -> np.ndarray | None:
@@ -109,7 +110,7 @@ def teacher_rows(cfg: FedkdConfig, index: int, n: int) -> np.ndarray | None:
     """
     t = cfg.teachers
     if t.disjoint or cfg.privacy.mode == "pate":
-        perm = np.random.default_rng([cfg.seed, 8]).permutation(n)
+        perm = seeds.rng(cfg.seed, "teachers.shards").permutation(n)
         return np.array_split(perm, t.count)[index]
     if t.bootstrap:
         return np.random.default_rng(_teacher_seed(cfg, index)).integers(0, n, n)

@@ -30,14 +30,12 @@ from typing import Protocol
 
 import numpy as np
 
+from fedkd import seeds
 from fedkd.attacks import corrupt_logits
 from fedkd.compression import decode, encode
 from fedkd.privacy.accounting import PrivacyPlan
 from fedkd.privacy.client_dp import clip_upload, local_noise, local_snr, noisy_mean
 from fedkd.privacy.noise import TAG_CENTRAL, TAG_LOCAL, noise_source
-
-ATTACK_STREAM = 12
-"""Tag of the seeded stream a malicious client's corruption draws from."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class Corrupt:
 
     def apply(self, logits: np.ndarray, who: Uploader) -> np.ndarray:
         """Corrupt ``logits`` with the client's own seeded stream (``label_flip``: unchanged)."""
-        rng = np.random.default_rng([who.seed, ATTACK_STREAM, who.partition, who.server_round])
+        rng = seeds.rng(who.seed, "attack.client", who.partition, who.server_round)
         return corrupt_logits(logits, self.kind, self.scale, rng)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedkd import seeds
 from fedkd.privacy.noise import NoiseSource
 
-TRAIN_TAG = 3
+TRAIN_TAG = seeds.tag("strategy.train_sample")
 """Seed stream of the train sample."""
-EVALUATE_TAG = 4
+EVALUATE_TAG = seeds.tag("strategy.evaluate_sample")
 """Seed stream of the evaluate sample."""
-PROXY_TAG = 5
+PROXY_TAG = seeds.tag("strategy.proxy_subset")
 """Seed stream of the round's proxy subset."""
 
 
@@ -38,5 +39,5 @@ def proxy_subset(num_proxy: int, fraction: float, seed: int, server_round: int) 
     if fraction >= 1.0:
         return np.arange(num_proxy, dtype=np.int64)
     k = max(1, int(round(fraction * num_proxy)))
-    rng = np.random.default_rng([seed, PROXY_TAG, server_round])
+    rng = seeds.rng(seed, "strategy.proxy_subset", server_round)
     return np.sort(rng.choice(num_proxy, size=k, replace=False)).astype(np.int64)

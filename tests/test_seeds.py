@@ -65,3 +65,17 @@ def test_trailing_zero_parts_are_the_same_stream():
 def test_unknown_stream_names_the_known_ones():
     with pytest.raises(KeyError, match="unknown random stream 'nope'; known: data.split"):
         seeds.rng(0, "nope")
+
+
+def test_node_streams_have_distinct_tags_and_keep_their_layout():
+    import numpy as np
+
+    from fedkd.seeds import NODE_STREAMS, node_seed
+
+    assert len(set(NODE_STREAMS.values())) == len(NODE_STREAMS)
+    # [seed, partition, index, tag]: the layout every measured result was drawn with
+    want = int(np.random.SeedSequence([7, 3, 2, 0]).generate_state(1)[0])
+    assert node_seed(7, "node.batches", 3, 2) == want
+    assert node_seed(7, "node.local_only", 3, 2) != want
+    with pytest.raises(KeyError, match="known: node.batches"):
+        node_seed(7, "node.nope", 0, 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flwr.app import Context
 
+from fedkd import seeds
 from fedkd.client.node_state import fresh_student, load_aux
-from fedkd.client.streams import seed_of
 from fedkd.client.train_job import TrainJob
 from fedkd.losses import ExtraTerm, TermContext, method_of
 from fedkd.training import make_optimizer
@@ -36,7 +36,7 @@ def extra_term(context: Context, job: TrainJob) -> ExtraTerm | None:
         x_local=job.x_local,
         knowledge=job.knowledge,
         aux=load_aux(context),
-        init_seed=seed_of(cfg.seed, job.pid, 0, 5),
+        init_seed=seeds.node_seed(cfg.seed, "node.hint_init", job.pid, 0),
         fresh_student=lambda generation: fresh_student(
             cfg, job.public, job.pid, generation=generation
         ),

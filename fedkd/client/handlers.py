@@ -60,7 +60,7 @@ def query_local_only(msg: Message, context: Context) -> Message:
         y_local,
         epochs=epochs,
         batch_size=cfg.distill.batch_size,
-        gen=round_generator(cfg.seed, pid, 0, 1),
+        gen=round_generator(cfg.seed, pid, 0, "node.local_only"),
     )
     return reply(
         msg,

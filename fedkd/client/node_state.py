@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 
+from fedkd import seeds
 from fedkd.client.public_data import PublicData
-from fedkd.client.streams import seed_of
 from fedkd.config import FedkdConfig
 from fedkd.models import build_seeded_model
 from fedkd.training import make_optimizer
@@ -33,7 +33,7 @@ def fresh_student(
         cfg.student_model(partition_id),
         public.input_shape,
         public.num_classes,
-        seed_of(cfg.seed, partition_id, generation, 2),
+        seeds.node_seed(cfg.seed, "node.student_init", partition_id, generation),
     )
 
 

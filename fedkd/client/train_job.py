@@ -170,7 +170,7 @@ def prepare_train(msg: Message, context: Context) -> TrainJob:
         knowledge=knowledge,
         reply_idx=reply_idx,
         lr=lr,
-        gen=round_generator(cfg.seed, pid, rnd, 0),
+        gen=round_generator(cfg.seed, pid, rnd, "node.batches"),
         **_hyperparameters(cfg, conf),
         **dp_parameters(cfg, context, conf),
     )

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedkd import seeds
 from fedkd.losses.forward import teacher_features
 from fedkd.losses.method import (
     ExtraTerm,
@@ -111,7 +112,7 @@ def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
     relative error of about ``1/sqrt(dim)``, at ``dim`` floats per row.
     """
     flat = features.reshape(len(features), -1)
-    rng = np.random.default_rng([seed, 43])
+    rng = seeds.rng(seed, "rkd.projection")
     proj = rng.standard_normal((flat.shape[1], dim)).astype(np.float32) / np.sqrt(dim)
     return (flat @ proj).astype(np.float32)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from fedkd import seeds
 from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
 from fedkd.errors import ConfigError
@@ -176,9 +177,9 @@ class _Attack:
         self.reference_epochs = reference_epochs
         self.splits = splits = make_splits(cfg.data, cfg.seed)
         self.x_all, self.y_all = splits.data.x, splits.data.y
-        test = np.random.default_rng([cfg.seed, 51]).permutation(splits.test)
+        test = seeds.rng(cfg.seed, "membership.test").permutation(splits.test)
         self.population, self.outside = test[: len(test) // 2], test[len(test) // 2 :]
-        self.rng = np.random.default_rng([cfg.seed, 52])
+        self.rng = seeds.rng(cfg.seed, "membership.pairs")
         self.references: dict[str, Any] = {}
         self.scores: dict[str, dict[str, list[np.ndarray]]] = {}
         y_all, outside = self.y_all, self.outside

@@ -25,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from fedkd import seeds
+
 SECURE = "os.urandom (cryptographic; Box-Muller, each sample (g1+g2+g3+g4)/2)"
 SEEDED = "seeded from the run seed (privacy.reproducible_noise): reproducible, NOT private"
 
@@ -96,8 +98,8 @@ def noise_source(reproducible: bool, seed: int, *tags: int) -> NoiseSource:
 
 # Stream tags of the seeded (debugging) source, one per use, never shared with the
 # simulation's own seed streams.
-TAG_CENTRAL = 9041
-TAG_LOCAL = 9042
-TAG_GNMAX = 9032
-TAG_DP_SGD = 9050
-TAG_CLIENT_SAMPLING = 9003
+TAG_CENTRAL = seeds.tag("noise.central")
+TAG_LOCAL = seeds.tag("noise.local")
+TAG_GNMAX = seeds.tag("noise.gnmax")
+TAG_DP_SGD = seeds.tag("noise.dp_sgd")
+TAG_CLIENT_SAMPLING = seeds.tag("noise.client_sampling")
