@@ -12,8 +12,8 @@ from fedkd import keys
 from fedkd.checkpoint import check_config, checkpoint_info
 from fedkd.config import FedkdConfig
 from fedkd.errors import ConfigError
+from fedkd.experiment import Progress, default_out_dir, run_server
 from fedkd.results import RunDirLock, RunResult, check_out_dir, clear_out_dir, out_path
-from fedkd.server_app import Progress, default_out_dir, run_server
 from fedkd.validation import load_config
 
 log = logging.getLogger("fedkd")

@@ -6,7 +6,8 @@
   predictions of a poisoned student).
 
 The malicious set depends only on the seed, ``attack.fraction`` and ``num_clients``, so
-server and clients agree on it without talking.
+server and clients agree on it without talking. :func:`corrupt_logits` is the first stage
+of the upload chain (:class:`fedkd.uploads.Corrupt`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import numpy as np
 
 from fedkd.errors import DataError
 from fedkd.registry import Registry
+from fedkd.seeds import rng
 
 if TYPE_CHECKING:
     from fedkd.config import DataConfig, PartitionConfig
@@ -321,7 +322,7 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
 def _make_splits(cfg: DataConfig, seed: int) -> Splits:
     ds = load_dataset(cfg, seed)
     sizes = _resolve_sizes(cfg, len(ds.y))
-    perm = np.random.default_rng([seed, 1]).permutation(len(ds.y))
+    perm = rng(seed, "data.split").permutation(len(ds.y))
     cuts = np.cumsum(sizes)
     teacher, proxy, clients, test = (perm[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True))
     mean, std = 0.0, 1.0
@@ -378,14 +379,14 @@ def _flwr_partitions(
 
 def _ensure_min_size(parts: list[np.ndarray], min_size: int, seed: int) -> list[np.ndarray]:
     """Move random samples from the largest clients to clients below ``min_size``."""
-    rng = np.random.default_rng([seed, 2])
+    draw = rng(seed, "data.min_size")
     parts = [p.copy() for p in parts]
     for i in range(len(parts)):
         while len(parts[i]) < min_size:
             donor = int(np.argmax([len(p) for p in parts]))
             if len(parts[donor]) <= min_size:
                 raise DataError("client pool too small for partition.min_size")
-            take = rng.integers(len(parts[donor]))
+            take = draw.integers(len(parts[donor]))
             parts[i] = np.append(parts[i], parts[donor][take])
             parts[donor] = np.delete(parts[donor], take)
     return parts
@@ -426,9 +427,7 @@ def partition_clients(
             cfg.min_size,
             num_clients - active,
         )
-        owners = np.sort(
-            np.random.default_rng([seed, 3]).choice(num_clients, active, replace=False)
-        )
+        owners = np.sort(rng(seed, "data.owners").choice(num_clients, active, replace=False))
         out = [np.zeros(0, np.int64) for _ in range(num_clients)]
         for part, owner in zip(partition_clients(labels, active, cfg, seed), owners, strict=True):
             out[int(owner)] = part
@@ -447,8 +446,15 @@ def partition_clients(
     return _ensure_min_size(parts, cfg.min_size, seed)
 
 
+_PARTITION_FORMAT = 2
+"""Version of cached partitions; 2: the data owners of a small pool have their own stream
+(``data.owners``; it shared tag 3 with the strategy's train sampling before)."""
+
+
 def _partition_cache_key(data: DataConfig, part: PartitionConfig, n: int, seed: int) -> str:
-    blob = json.dumps([data.model_dump(), part.model_dump(), n, seed], sort_keys=True)
+    blob = json.dumps(
+        [data.model_dump(), part.model_dump(), n, seed, _PARTITION_FORMAT], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -476,19 +482,3 @@ def _client_partitions(
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_save_npz(path, flat=flat, offsets=offsets)
     return tuple(splits.clients[flat[offsets[i] : offsets[i + 1]]] for i in range(num_clients))
-
-
-def partition_report(
-    data: DataConfig, part: PartitionConfig, num_clients: int, seed: int
-) -> list[dict[str, object]]:
-    """Per client: ``size`` and class ``histogram`` (for ``partition.json``)."""
-    splits = make_splits(data, seed)
-    k = splits.data.num_classes
-    return [
-        {
-            "client": i,
-            "size": int(len(idx)),
-            "histogram": np.bincount(splits.data.y[idx], minlength=k).tolist(),
-        }
-        for i, idx in enumerate(client_partitions(data, part, num_clients, seed))
-    ]

@@ -23,27 +23,25 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedkd.losses import method_of
+from fedkd.seeds import rng
 
-_AVAILABLE, _FAILS = 21, 22  # seed-sequence tags of the per-round draws
 
-
-def _draw(seed: int, tag: int, partition: int, server_round: int) -> float:
-    return float(np.random.default_rng([seed, tag, partition, server_round]).random())
+def _draw(seed: int, stream: str, partition: int, server_round: int) -> float:
+    return float(rng(seed, stream, partition, server_round).random())
 
 
 def is_available(availability: float, seed: int, partition: int, server_round: int) -> bool:
     """Whether the client is online in ``server_round`` (a seeded draw per client and round)."""
-    return _draw(seed, _AVAILABLE, partition, server_round) < availability
+    return _draw(seed, "devices.available", partition, server_round) < availability
 
 
 def fails(failure_prob: float, seed: int, partition: int, server_round: int) -> bool:
     """Whether the client crashes mid-round in ``server_round`` (a seeded draw)."""
-    return _draw(seed, _FAILS, partition, server_round) < failure_prob
+    return _draw(seed, "devices.fails", partition, server_round) < failure_prob
 
 
 def train_samples(n_proxy: int, n_local: int, *, batch_size: int, epochs: int, alpha: float) -> int:

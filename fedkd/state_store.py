@@ -92,7 +92,3 @@ class ClientStateStore:
                 path.unlink()  # a temporary file or a round that never completed
             else:
                 os.replace(path, self.nodes / f"{m['node']}.bin")
-
-    def size_bytes(self) -> int:
-        """Bytes of committed states on disk."""
-        return sum(p.stat().st_size for p in self.nodes.iterdir())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedkd.config import FedkdConfig
+from fedkd.config import FedkdConfig, TeachersConfig
 from fedkd.data import cache_dir, make_splits
 from fedkd.errors import ConfigError
 from fedkd.models import build_model, build_seeded_model, count_parameters
@@ -151,6 +151,21 @@ def build_teachers(
 
     Teachers not in the cache train concurrently on ``workers`` threads; each depends
     only on its own seed, so the result does not depend on ``workers``.
+
+    Parameters
+    ----------
+    cfg : FedkdConfig
+        The run's config (data, seed and the ``teachers`` section).
+    progress : callable, optional
+        Called with a status line before training.
+    workers : int
+        Threads that train the teachers not found.
+
+    Returns
+    -------
+    TeacherBundle
+        The teachers and their logits on the proxy and test splits.
+
     """
     splits = make_splits(cfg.data, cfg.seed)
     k = splits.data.num_classes
@@ -164,63 +179,22 @@ def build_teachers(
     yt = torch.from_numpy(splits.data.y[splits.teacher])
     ys = torch.from_numpy(splits.data.y[splits.test])
     t = cfg.teachers
-    specs = [t.models[i % len(t.models)] for i in range(t.count)]
-    for spec in specs:
-        try:
-            build_model(spec, shape, k)
-        except ValueError as err:
-            raise ConfigError(f"teachers.models: {spec!r}: {err}") from None
-    loaded: list[dict[str, torch.Tensor]] | None = None
-    if t.checkpoint:
-        path = Path(t.checkpoint).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"teachers.checkpoint={t.checkpoint!r}: file not found")
-        loaded = _read_checkpoint(path, t.checkpoint, t.count)
+    specs = _teacher_specs(t.models, t.count, shape, k)
     paths = [
         cache_dir() / "teachers" / f"{_cache_key(cfg, i, spec)}.pt" for i, spec in enumerate(specs)
     ]
-    models: list[torch.nn.Module | None] = [None] * len(specs)
-    cached = [False] * len(specs)
-    todo = []
-    for i, spec in enumerate(specs):
-        if loaded is not None:
-            model = build_model(spec, shape, k)
-            try:
-                model.load_state_dict(loaded[i])
-            except (RuntimeError, ValueError, TypeError) as err:
-                reason = " ".join(str(err).split())[:200]
-                raise ConfigError(
-                    f"teachers.checkpoint={t.checkpoint!r}: state dict {i} does not fit "
-                    f"teacher model {spec!r} for inputs {shape} and {k} classes ({reason})"
-                ) from None
-            models[i], cached[i] = model, True
-        elif t.cache and paths[i].is_file() and (model := _cached(paths[i], spec, shape, k)):
-            models[i], cached[i] = model, True
-        else:
-            todo.append(i)
+    models, cached = _found_teachers(t, specs, shape, k, paths)
+    todo = [i for i, model in enumerate(models) if model is None]
     if todo and progress:
         progress(f"training {len(todo)} teacher(s) on {len(yt)} samples")
 
     def train(i: int) -> torch.nn.Module:
         model = _train_one(cfg, i, specs[i], shape, k, xt, yt)
         if t.cache:
-            paths[i].parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths[i].with_name(f".{paths[i].name}.{uuid.uuid4().hex}.tmp")
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, paths[i])
+            _save_cached(model, paths[i])
         return model
 
-    # teachers are independent (own seed, own bootstrap): train them concurrently, each
-    # on one torch thread whatever the caller's setting (float results depend on it, and
-    # a cached teacher must not depend on which command trained it)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
-            for i, model in zip(todo, pool.map(train, todo), strict=True):
-                models[i] = model
-    finally:
-        torch.set_num_threads(threads)
+    _train_concurrently(train, todo, models, workers)
     ready = [m for m in models if m is not None]
 
     def stacked(x: torch.Tensor) -> np.ndarray:
@@ -239,6 +213,76 @@ def build_teachers(
         cached=cached,
         models=ready,
     )
+
+
+def _teacher_specs(models: list[str], count: int, shape: tuple[int, ...], k: int) -> list[str]:
+    """Each teacher's model spec (``models`` round-robin); one that cannot fit is refused."""
+    specs = [models[i % len(models)] for i in range(count)]
+    for spec in specs:
+        try:
+            build_model(spec, shape, k)
+        except ValueError as err:
+            raise ConfigError(f"teachers.models: {spec!r}: {err}") from None
+    return specs
+
+
+def _found_teachers(
+    t: TeachersConfig, specs: list[str], shape: tuple[int, ...], k: int, paths: list[Path]
+) -> tuple[list[torch.nn.Module | None], list[bool]]:
+    """Teachers from ``teachers.checkpoint`` or the cache (None: to train), and which were."""
+    loaded: list[dict[str, torch.Tensor]] | None = None
+    if t.checkpoint:
+        path = Path(t.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"teachers.checkpoint={t.checkpoint!r}: file not found")
+        loaded = _read_checkpoint(path, t.checkpoint, t.count)
+    models: list[torch.nn.Module | None] = [None] * len(specs)
+    cached = [False] * len(specs)
+    for i, spec in enumerate(specs):
+        if loaded is not None:
+            model = build_model(spec, shape, k)
+            try:
+                model.load_state_dict(loaded[i])
+            except (RuntimeError, ValueError, TypeError) as err:
+                reason = " ".join(str(err).split())[:200]
+                raise ConfigError(
+                    f"teachers.checkpoint={t.checkpoint!r}: state dict {i} does not fit "
+                    f"teacher model {spec!r} for inputs {shape} and {k} classes ({reason})"
+                ) from None
+            models[i], cached[i] = model, True
+        elif t.cache and paths[i].is_file() and (model := _cached(paths[i], spec, shape, k)):
+            models[i], cached[i] = model, True
+    return models, cached
+
+
+def _save_cached(model: torch.nn.Module, path: Path) -> None:
+    """Write a trained teacher to the cache atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def _train_concurrently(
+    train: Callable[[int], torch.nn.Module],
+    todo: list[int],
+    models: list[torch.nn.Module | None],
+    workers: int,
+) -> None:
+    """``models[i] = train(i)`` for each ``i`` in ``todo``, on up to ``workers`` threads.
+
+    Teachers are independent (own seed, own bootstrap): they train concurrently, each on
+    one torch thread whatever the caller's setting (float results depend on it, and a
+    cached teacher must not depend on which command trained it).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
+            for i, model in zip(todo, pool.map(train, todo), strict=True):
+                models[i] = model
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _read_checkpoint(path: Path, given: str, count: int) -> list[dict[str, torch.Tensor]]:

@@ -213,9 +213,17 @@ class UploadChain:
 
 
 def privacy_stages(
-    clip: float, noise_multiplier: float, *, local: bool, reproducible: bool, sample_rate: float
+    clip: float,
+    noise_multiplier: float,
+    *,
+    local: bool,
+    reproducible: bool,
+    sample_rate: float = 1.0,
 ) -> tuple[Stage, ...]:
-    """client_dp's stages: :class:`Clip`, then :class:`LocalNoise` or :class:`CentralNoise`."""
+    """client_dp's stages: :class:`Clip`, then :class:`LocalNoise` or :class:`CentralNoise`.
+
+    ``sample_rate`` (the accountant's q) matters only to the server's central noisy mean.
+    """
     noise: Stage = (
         LocalNoise(clip, noise_multiplier, reproducible)
         if local

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.data import Splits
+from fedkd.seeds import rng
 
 _ALLOWED = "full, downsample:K, crop:A:B, channels:I,J,..., noise:S, array:NAME"
 
@@ -108,8 +109,8 @@ def view_rows(spec: str, splits: Splits, rows: np.ndarray, seed: int) -> np.ndar
         return extras[str(name)][rows]
     noise = None
     if kind == "noise":
-        rng = np.random.default_rng([seed, 31])
-        noise = rng.standard_normal(splits.data.x.shape, dtype=np.float32)[rows]
+        noise = rng(seed, "views.noise").standard_normal(splits.data.x.shape, dtype=np.float32)
+        noise = noise[rows]
     return transform(spec, splits.data.x[rows], noise)
 
 
@@ -121,7 +122,7 @@ def view_samples(spec: str, x: np.ndarray, seed: int) -> np.ndarray:
     """
     noise = None
     if parse_view(spec)[0] == "noise":
-        noise = np.random.default_rng([seed, 32]).standard_normal(x.shape, dtype=np.float32)
+        noise = rng(seed, "views.outside_noise").standard_normal(x.shape, dtype=np.float32)
     return transform(spec, x, noise)
 
 

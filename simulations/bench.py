@@ -140,7 +140,7 @@ def run_flower(cfg: Any) -> dict[str, Any]:
 
     from fedkd import keys
     from fedkd.client_app import app as client_app
-    from fedkd.server_app import run_server
+    from fedkd.experiment import run_server
 
     os.environ[keys.ENV_CONFIG_JSON] = cfg.model_dump_json()
     result: dict[str, Any] = {}

@@ -24,8 +24,9 @@ from fedkd.strategies import base as strategy_base
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fedkd import cli, teachers
+from fedkd import teachers
 from fedkd.cli import app
+from fedkd.cli.shell import fail_os
 from fedkd.config import FedkdConfig, TierConfig
 from fedkd.validation import load_config
 
@@ -445,7 +446,7 @@ def test_full_disk_is_one_line_naming_the_run_directory_exit_1(capsys):
         f.flush()
     assert err.value.errno == errno.ENOSPC
     with pytest.raises(typer.Exit) as stop:
-        cli._fail_os(err.value, "runs/x")
+        fail_os(err.value, "runs/x")
     assert stop.value.exit_code == 1  # not the user's input: exit 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["error: cannot use runs/x: No space left on device"]

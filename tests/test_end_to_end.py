@@ -13,7 +13,7 @@ import fedkd
 from fedkd import keys
 from fedkd.client_app import app as real_client_app
 from fedkd.engines.inprocess import InProcessGrid
-from fedkd.server_app import run_server
+from fedkd.experiment import run_server
 from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd

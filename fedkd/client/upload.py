@@ -1,21 +1,46 @@
-"""The trained student's logits made ready to leave the node: attack, clip, noise, encode."""
+"""The trained student's logits made ready to leave the node: the client's upload chain.
+
+The chain itself (attack -> clip -> noise -> encode, and its inverse on the server) is
+:mod:`fedkd.uploads`; this module builds the node's chain from a finished job.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fedkd.attacks import corrupt_logits
 from fedkd.client.train_job import TrainJob
-from fedkd.compression import encode
-from fedkd.privacy.client_dp import clip_upload, local_noise
-from fedkd.privacy.noise import TAG_LOCAL, noise_source
+from fedkd.uploads import (
+    Corrupt,
+    UploadChain,
+    Uploader,
+    client_chain,
+    privacy_stages,
+    upload_encoding,
+)
+
+
+def upload_chain(job: TrainJob) -> UploadChain:
+    """The node's chain for ``job``: its attack (malicious only), client_dp, the encoding.
+
+    DP parameters are the job's (the instruction's, raised to the node's own local-DP
+    floor); the encoding is ``compression.soft_labels`` when ``uplink``, else fp32.
+    """
+    cfg = job.cfg
+    attack = Corrupt(cfg.attack.kind, cfg.attack.scale) if job.malicious else None
+    privacy = (
+        privacy_stages(
+            job.dp_clip, job.dp_noise, local=job.dp_local, reproducible=job.dp_reproducible
+        )
+        if job.dp_mode == "client_dp"
+        else ()
+    )
+    comp = cfg.compression
+    encoding = upload_encoding(comp.soft_labels, comp.uplink, job.temperature, comp.topk)
+    return client_chain(attack=attack, privacy=privacy, encoding=encoding)
 
 
 def upload_arrays(job: TrainJob, logits: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays of the reply: ``logits`` after every step an upload passes through.
-
-    A malicious client corrupts them (``attack``), client_dp clips each row and, when
-    local, adds the node's own noise; the result is encoded as ``compression`` says.
+    """The arrays of the reply: ``logits`` after every stage of :func:`upload_chain`.
 
     Parameters
     ----------
@@ -30,20 +55,4 @@ def upload_arrays(job: TrainJob, logits: np.ndarray) -> dict[str, np.ndarray]:
         Named arrays to send (see :func:`fedkd.compression.encode`).
 
     """
-    if job.malicious:
-        cfg = job.cfg
-        rng = np.random.default_rng([cfg.seed, 12, job.pid, job.rnd])
-        logits = corrupt_logits(logits, cfg.attack.kind, cfg.attack.scale, rng)
-    if job.dp_mode == "client_dp" and len(logits):  # clip (and noise) before it leaves
-        logits = clip_upload(logits, job.dp_clip)
-        if job.dp_local:
-            source = noise_source(job.dp_reproducible, job.cfg.seed, TAG_LOCAL, job.pid, job.rnd)
-            logits = local_noise(logits, job.dp_clip, job.dp_noise, source)
-    return encoded(job, logits)
-
-
-def encoded(job: TrainJob, logits: np.ndarray) -> dict[str, np.ndarray]:
-    """The reply's logits, encoded as ``compression`` says (plain fp32 when not uplink)."""
-    comp = job.cfg.compression
-    kind = comp.soft_labels if comp.uplink else "fp32"
-    return encode(logits, kind, temperature=job.temperature, k=comp.topk)
+    return upload_chain(job).apply(logits, Uploader(job.cfg.seed, job.pid, job.rnd))

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from fedkd.config.section import MAX_SECONDS, Section
+from fedkd.seeds import rng
 
 # Figures behind the presets: see docs/devices.md (sources and reasoning). Compute is the
 # *effective* FP32 training throughput of a small CNN on the device's CPU/GPU, far below
@@ -74,7 +75,7 @@ def assign_tiers(shares: list[float], num_clients: int, seed: int) -> np.ndarray
     order = np.argsort(-(exact - counts), kind="stable")
     counts[order[: num_clients - counts.sum()]] += 1
     tiers = np.repeat(np.arange(len(w)), counts)
-    np.random.default_rng([seed, 20]).shuffle(tiers)
+    rng(seed, "devices.tiers").shuffle(tiers)
     return tiers
 
 

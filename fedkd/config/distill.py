@@ -6,7 +6,7 @@ chosen method declares) are checked by :mod:`fedkd.validation`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -48,7 +48,7 @@ class DistillConfig(Section):
         "default: hint 1, rkd 25 (the paper's distance weight), attention 100, "
         "born_again 1, mutual 1).",
     )
-    params: dict[str, float] = Field(
+    params: dict[str, Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
         default_factory=dict,
         description="The chosen method's own parameters by name (e.g. a method's two term "
         "weights); unset ones take the method's defaults (docs/losses.md). Names must be "

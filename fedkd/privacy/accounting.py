@@ -75,11 +75,6 @@ def noise_for_epsilon(target: float, sample_rate: float, steps: int, delta: floa
     )
 
 
-def pate_noise_multiplier(sigma: float) -> float:
-    """GNMax with vote noise ``sigma`` as a Gaussian mechanism (sensitivity sqrt(2))."""
-    return sigma / math.sqrt(2)
-
-
 @dataclass(frozen=True)
 class PrivacyPlan:
     """What a private run does and what it costs: everything needed to recompute epsilon.

@@ -16,6 +16,8 @@ whole matrix to one norm, keeps every row's signal at the same scale (a Frobeniu
   ``N(0, (2 z S)^2)`` on the device, a Gaussian mechanism with multiplier ``z``.
 
 Noise comes from a :class:`fedkd.privacy.noise.NoiseSource` (cryptographic by default).
+These functions are the client_dp stages of the upload chain (:mod:`fedkd.uploads`:
+``Clip``, ``LocalNoise`` on the device, ``CentralNoise`` on the server).
 """
 
 from __future__ import annotations

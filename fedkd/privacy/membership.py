@@ -37,6 +37,8 @@ from fedkd.config import FedkdConfig
 from fedkd.data import client_partitions, make_splits
 from fedkd.errors import ConfigError
 from fedkd.models import build_model, build_seeded_model
+from fedkd.results import write_json
+from fedkd.teachers import build_teachers, teacher_rows
 from fedkd.training import fit_supervised, make_optimizer
 from fedkd.validation import load_config
 
@@ -125,6 +127,19 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
     """Attack every student (pooled) and every teacher of the run in ``run_dir``.
 
     Writes ``attack.json`` and ``attack_roc.png`` there and returns the report.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run directory (``config.json`` and ``client_state/``).
+    reference_epochs : int
+        Epochs of the reference models trained on the population split.
+
+    Returns
+    -------
+    dict
+        The report written to ``attack.json``.
+
     """
     run = Path(run_dir)
     if not (run / "config.json").is_file() or not (run / "client_state").is_dir():
@@ -132,42 +147,70 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
             f"{run}: not a finished fedkd run directory (needs config.json and client_state/)"
         )
     cfg = load_config(json.loads((run / "config.json").read_text()))
-    splits = make_splits(cfg.data, cfg.seed)
-    x_all, y_all = splits.data.x, splits.data.y
-    test = np.random.default_rng([cfg.seed, 51]).permutation(splits.test)
-    population, outside = test[: len(test) // 2], test[len(test) // 2 :]
-    rng = np.random.default_rng([cfg.seed, 52])
+    attack = _Attack(cfg, reference_epochs)
     parts = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
-    shape, k = splits.data.input_shape, splits.data.num_classes
-    references: dict[str, Any] = {}
+    attacked = _attack_students(attack, run, parts)
+    if cfg.teachers.count:
+        _attack_teachers(attack)
+    view = _server_view_model(cfg, run, attack.splits)
+    if view is not None:
+        model, spec = view
+        pooled = np.concatenate([np.asarray(r) for r in parts if len(r)])
+        pick = attack.rng.choice(pooled, size=min(len(pooled), 2000), replace=False)
+        attack.add("server_view_of_clients", model, spec, pick)
+    report, curves = _report(run, attack.scores, attacked, reference_epochs)
+    write_json(run / "attack.json", report)
+    _plot_roc(curves, run / "attack_roc.png")
+    return report
 
-    def reference(spec: str) -> Any:
-        if spec not in references:
-            references[spec] = _reference(
-                cfg, spec, x_all[population], y_all[population], reference_epochs
+
+class _Attack:
+    """The attack's state: population and non-member pools, reference models, scores.
+
+    The test split is halved: the population (reference models train on it) and the
+    outside (non-members, drawn with the members' class histogram).
+    """
+
+    def __init__(self, cfg: FedkdConfig, reference_epochs: int) -> None:
+        self.cfg = cfg
+        self.reference_epochs = reference_epochs
+        self.splits = splits = make_splits(cfg.data, cfg.seed)
+        self.x_all, self.y_all = splits.data.x, splits.data.y
+        test = np.random.default_rng([cfg.seed, 51]).permutation(splits.test)
+        self.population, self.outside = test[: len(test) // 2], test[len(test) // 2 :]
+        self.rng = np.random.default_rng([cfg.seed, 52])
+        self.references: dict[str, Any] = {}
+        self.scores: dict[str, dict[str, list[np.ndarray]]] = {}
+        y_all, outside = self.y_all, self.outside
+        self.by_class = {c: outside[y_all[outside] == c] for c in np.unique(y_all)}
+
+    def reference(self, spec: str) -> Any:
+        """The reference model of ``spec`` (trained once, on the population)."""
+        if spec not in self.references:
+            pop = self.population
+            self.references[spec] = _reference(
+                self.cfg, spec, self.x_all[pop], self.y_all[pop], self.reference_epochs
             )
-        return references[spec]
+        return self.references[spec]
 
-    scores: dict[str, dict[str, list[np.ndarray]]] = {}
-
-    by_class = {c: outside[y_all[outside] == c] for c in np.unique(y_all)}
-
-    def matched(members: np.ndarray) -> np.ndarray:
+    def matched(self, members: np.ndarray) -> np.ndarray:
         """Non-members with the members' class histogram.
 
         Clients hold skewed labels: uniform non-members would let the class alone
         separate the two.
         """
         out = []
-        for c, n in zip(*np.unique(y_all[members], return_counts=True), strict=True):
-            pool = by_class.get(c, outside)
-            out.append(rng.choice(pool, size=n, replace=n > len(pool)))
+        for c, n in zip(*np.unique(self.y_all[members], return_counts=True), strict=True):
+            pool = self.by_class.get(c, self.outside)
+            out.append(self.rng.choice(pool, size=n, replace=n > len(pool)))
         return np.concatenate(out)
 
-    def add(family: str, model: Any, spec: str, members: np.ndarray) -> None:
-        non = matched(members)
-        ref = reference(spec)
-        fam = scores.setdefault(family, {k: [] for k in ("lm", "ln", "rm", "rn")})
+    def add(self, family: str, model: Any, spec: str, members: np.ndarray) -> None:
+        """Score ``model`` on ``members`` and matched non-members under ``family``."""
+        x_all, y_all = self.x_all, self.y_all
+        non = self.matched(members)
+        ref = self.reference(spec)
+        fam = self.scores.setdefault(family, {k: [] for k in ("lm", "ln", "rm", "rn")})
         lm = per_sample_loss(model, x_all[members], y_all[members])
         ln = per_sample_loss(model, x_all[non], y_all[non])
         fam["lm"].append(-lm)
@@ -175,6 +218,11 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
         fam["rm"].append(per_sample_loss(ref, x_all[members], y_all[members]) - lm)
         fam["rn"].append(per_sample_loss(ref, x_all[non], y_all[non]) - ln)
 
+
+def _attack_students(attack: _Attack, run: Path, parts: list[Any]) -> int:
+    """Attack each saved student on its own data and on teacher data; how many were."""
+    cfg, splits = attack.cfg, attack.splits
+    shape, k = splits.data.input_shape, splits.data.num_classes
     attacked = 0
     for pid, rows in enumerate(parts):
         if len(rows) == 0:
@@ -185,27 +233,28 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
         spec = cfg.student_model(pid)
         model = build_model(spec, shape, k)
         model.load_state_dict(state)
-        add("students", model, spec, np.asarray(rows))
+        attack.add("students", model, spec, np.asarray(rows))
         # what the students learnt of the *teachers'* data (PATE protects this)
-        pick = rng.choice(splits.teacher, size=min(len(splits.teacher), 200), replace=False)
-        add("students_on_teacher_data", model, spec, pick)
+        pick = attack.rng.choice(splits.teacher, size=min(len(splits.teacher), 200), replace=False)
+        attack.add("students_on_teacher_data", model, spec, pick)
         attacked += 1
-    if cfg.teachers.count:
-        from fedkd.teachers import build_teachers, teacher_rows
+    return attacked
 
-        bundle = build_teachers(cfg)
-        for i, (spec, model) in enumerate(zip(bundle.specs, bundle.models, strict=True)):
-            rows = teacher_rows(cfg, i, len(splits.teacher))
-            own = splits.teacher[np.unique(rows)] if rows is not None else splits.teacher
-            add(f"teacher_{i}", model, spec, own)
 
-    view = _server_view_model(cfg, run, splits)
-    if view is not None:
-        model, spec = view
-        pooled = np.concatenate([np.asarray(r) for r in parts if len(r)])
-        pick = rng.choice(pooled, size=min(len(pooled), 2000), replace=False)
-        add("server_view_of_clients", model, spec, pick)
+def _attack_teachers(attack: _Attack) -> None:
+    """Attack each teacher on the rows of the teacher split it trained on."""
+    cfg, splits = attack.cfg, attack.splits
+    bundle = build_teachers(cfg)
+    for i, (spec, model) in enumerate(zip(bundle.specs, bundle.models, strict=True)):
+        rows = teacher_rows(cfg, i, len(splits.teacher))
+        own = splits.teacher[np.unique(rows)] if rows is not None else splits.teacher
+        attack.add(f"teacher_{i}", model, spec, own)
 
+
+def _report(
+    run: Path, scores: dict[str, dict[str, list[np.ndarray]]], attacked: int, epochs: int
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+    """``attack.json``'s content and the ROC curves' scores per model family."""
     report: dict[str, Any] = {
         "run": str(run),
         "privacy": json.loads((run / "summary.json").read_text()).get("privacy")
@@ -213,7 +262,7 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
         else None,
         "students_attacked": attacked,
         "non_members": "held-out half of the test split",
-        "reference_epochs": reference_epochs,
+        "reference_epochs": epochs,
         "models": {},
     }
     curves = {}
@@ -226,11 +275,7 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
             "reference": roc_summary(rm, rn),
         }
         curves[fam] = (lm, ln, rm, rn)
-    from fedkd.results import write_json
-
-    write_json(run / "attack.json", report)
-    _plot_roc(curves, run / "attack_roc.png")
-    return report
+    return report, curves
 
 
 def _plot_roc(curves: dict[str, tuple[np.ndarray, ...]], path: Path) -> None:

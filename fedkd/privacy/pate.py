@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from fedkd.privacy.noise import TAG_GNMAX, NoiseSource, noise_source
+from fedkd.seeds import rng
 
 
 def query_rows(num_proxy: int, queries: int, seed: int) -> np.ndarray:
     """The proxy rows PATE labels (seeded, sorted): ``min(queries, num_proxy)`` of them."""
-    rng = np.random.default_rng([seed, 31])  # public: which rows are asked is data-free
     k = min(queries, num_proxy)
-    return np.sort(rng.choice(num_proxy, size=k, replace=False)).astype(np.int64)
+    rows = rng(seed, "pate.query_rows").choice(num_proxy, size=k, replace=False)
+    return np.sort(rows).astype(np.int64)  # public: which rows are asked is data-free
 
 
 def vote_histogram(teacher_logits: np.ndarray) -> np.ndarray:

@@ -189,9 +189,9 @@ def test_a_device_owners_local_dp_floor_beats_the_run_config():
 
 
 def test_dp_sgd_replans_from_the_sizes_devices_report():
+    from fedkd.experiment import replan_from_discovery
     from fedkd.privacy.accounting import epsilon
     from fedkd.privacy.dp_sgd import private_steps_per_epoch, sample_rate
-    from fedkd.server_app import _replan_from_discovery
 
     sets = [
         "privacy.mode=dp_sgd",
@@ -210,7 +210,7 @@ def test_dp_sgd_replans_from_the_sizes_devices_report():
             self.plan = plan
 
     strategy = Discovered()
-    plan = _replan_from_discovery(cfg, strategy, 1000)
+    plan = replan_from_discovery(cfg, strategy, 1000)
     assert strategy.plan is plan and plan.sizes_from == "sizes reported at discovery"
 
     def spent_by_60_sample_device(z: float) -> float:

@@ -31,7 +31,7 @@ from fedkd import keys
 from fedkd.client_app import app as real_client_app
 from fedkd.engines.inprocess import InProcessGrid
 from fedkd.errors import RunFailed
-from fedkd.server_app import run_server
+from fedkd.experiment import run_server
 from fedkd.validation import load_config
 
 from ..conftest import ROOT, TINY, fedkd_cmd
