@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from fedkd.deploy.crypto import make_ca, make_device_key, make_server_cert, pem_key
 from fedkd.deploy.inputs import DeployError, address, check_devices_names, check_host, check_port
 from fedkd.deploy.safe_files import mkdir_private, prepare_root, write_new_file
