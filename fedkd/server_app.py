@@ -14,7 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd import keys
-from fedkd.client_app import config_from_run_config
+from fedkd.client.run_config import config_from_run_config
 from fedkd.experiment import Progress, default_out_dir, run_server
 from fedkd.results import RunDirLock, check_out_dir
 

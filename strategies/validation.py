@@ -21,7 +21,7 @@ Reject = Callable[[int, str, str], None]
 
 PARTITION_ID_LIMIT = 2**31
 """Partition ids are below this: simulated ids are ``0..num_clients-1``; a device with its
-own ``data-path`` may use its node id modulo ``2**31`` (see ``client_app._partition_id``)."""
+own ``data-path`` may use its node id modulo ``2**31`` (see ``fedkd.client.node.partition_id``)."""
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,13 @@ class CohortGrid(InProcessGrid):
         self._cohort_fn = cohort_fn
         self._cohort_size = cohort_size
 
-    def send_and_receive(  # noqa: D102
+    def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
+        """Train messages as cohorts; every other message as :class:`InProcessGrid` does.
+
+        ``timeout`` applies to the other messages only (see the module docstring).
+        """
         msgs = list(messages)
         train = [m for m in msgs if m.metadata.message_type == MessageType.TRAIN]
         if not train:

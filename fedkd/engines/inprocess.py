@@ -110,15 +110,17 @@ class InProcessGrid(Grid):
         set_server_identity(run_id)
 
     # -- Grid API ---------------------------------------------------------------------
-    def set_run(self, run: Run) -> None:  # noqa: D102
+    def set_run(self, run: Run) -> None:
+        """Adopt ``run`` (its id is stamped on the server's messages from now on)."""
         self._run = run
         set_server_identity(run.run_id)
 
     @property
-    def run(self) -> Run:  # noqa: D102
+    def run(self) -> Run:
+        """The run this grid serves."""
         return self._run
 
-    def create_message(  # noqa: D102
+    def create_message(
         self,
         content: RecordDict,
         message_type: str,
@@ -126,16 +128,26 @@ class InProcessGrid(Grid):
         group_id: str,
         ttl: float | None = None,
     ) -> Message:
+        """A new instruction Message for node ``dst_node_id``."""
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+    def get_node_ids(self) -> Iterable[int]:
+        """Ids of the simulated nodes, ``NODE_ID_OFFSET + partition id``."""
         return range(NODE_ID_OFFSET, NODE_ID_OFFSET + self._num_nodes)
 
     def partition_of(self, node_id: int) -> int:
         """The partition id node ``node_id`` serves (the only one its replies may claim)."""
         return node_id - NODE_ID_OFFSET
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Queue ``messages`` (each gets a fresh message id); their ids.
+
+        Raises
+        ------
+        ValueError
+            For a message to a node this grid does not simulate.
+
+        """
         ids = []
         for msg in messages:
             node = msg.metadata.dst_node_id
@@ -146,7 +158,8 @@ class InProcessGrid(Grid):
             ids.append(msg.metadata.message_id)
         return ids
 
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Run the queued messages ``message_ids`` one after another; their replies."""
         replies = []
         for mid in message_ids:
             msg = self._pending.pop(mid, None)
@@ -154,9 +167,13 @@ class InProcessGrid(Grid):
                 replies.append(self._execute(msg, identity=self._workers <= 1))
         return replies
 
-    def send_and_receive(  # noqa: D102
+    def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
+        """Run ``messages`` on their nodes; the replies that came within their deadlines.
+
+        See the class notes for ``timeout`` and ``workers``.
+        """
         msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
         if timeout is None and self._workers <= 1:
             return [self._execute(m, identity=True) for m in msgs]

@@ -255,7 +255,7 @@ class RayGrid(InProcessGrid):
         return 0 if index is None else int(index)
 
     # -- Grid API -------------------------------------------------------------------
-    def send_and_receive(  # noqa: D102
+    def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         """Run each message on an idle actor of its node's pool.
@@ -268,85 +268,25 @@ class RayGrid(InProcessGrid):
         import ray
 
         msgs = [self._pending.pop(mid) for mid in list(self.push_messages(messages))]
-        queues: list[list[Message]] = [[] for _ in self._pools]
-        for m in msgs:
-            queues[self._pool_of(m.metadata.dst_node_id)].append(m)
-        for q in queues:
-            q.reverse()  # pop() takes them in order
-        idle = [list(p.actors) for p in self._pools]
-        running: dict[Any, _Call] = {}
-        warming: dict[Any, tuple[int, Any, float]] = {}  # ready() ref -> pool, actor, give up
-        replies: dict[str, Message] = {}
-        late = 0
-
-        def dispatch() -> None:
-            for i, q in enumerate(queues):
-                while q and idle[i]:
-                    msg = q.pop()
-                    actor = idle[i].pop()
-                    ctx = self.context(msg.metadata.dst_node_id)
-                    before = self.fingerprint(ctx) if self.state_store is not None else None
-                    deadline = math.inf if timeout is None else time.monotonic() + timeout
-                    ref = actor.run.remote(msg, ctx)
-                    running[ref] = _Call(i, actor, msg, ctx, before, deadline)
-
-        def restart(pool: int, actor: Any) -> None:
-            new = self._replace(pool, actor)
-            warming[new.ready.remote()] = (pool, new, time.monotonic() + ACTOR_START_S)
-
-        dispatch()
-        while running or (warming and any(queues)):
-            ends = [c.deadline for c in running.values()] + [w[2] for w in warming.values()]
-            left = max(0.0, min(ends) - time.monotonic())
-            done, _ = ray.wait(
-                [*running, *warming], num_returns=1, timeout=None if math.isinf(left) else left
+        calls = _Calls(self, msgs, timeout)
+        calls.dispatch()
+        while calls.busy():
+            for ref in calls.wait(ray):
+                if ref in calls.warming:
+                    calls.warmed(ray, ref)
+                else:
+                    calls.finished(ray, ref)
+            calls.expire()
+            calls.dispatch()
+        if calls.late:
+            log.info(
+                "%d client(s) did not answer within %s s of their dispatch", calls.late, timeout
             )
-            for ref in done:
-                if ref in warming:
-                    pool, actor, _ = warming.pop(ref)
-                    try:
-                        ray.get(ref)
-                        idle[pool].append(actor)
-                    except ray.exceptions.RayError as err:
-                        log.warning("ray: a replacement actor failed to start (%s)", err)
-                        restart(pool, actor)
-                    continue
-                call = running.pop(ref)
-                try:
-                    reply, state, reason = ray.get(ref)
-                except ray.exceptions.RayError as err:  # actor died: replace it
-                    reply, state, reason = None, None, f"{type(err).__name__}: {err}"
-                    restart(call.pool, call.actor)
-                else:
-                    idle[call.pool].append(call.actor)
-                msg = call.msg
-                if reply is None:
-                    log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)
-                    reply = Message(
-                        Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(reason)), reply_to=msg
-                    )
-                else:
-                    call.ctx.state = state
-                    self.release(msg, call.ctx, call.before)
-                reply.metadata.__dict__["_message_id"] = uuid4().hex
-                replies[msg.metadata.message_id] = reply
-            now = time.monotonic()
-            for ref in [r for r, c in running.items() if c.deadline <= now]:
-                call = running.pop(ref)
-                late += 1
-                restart(call.pool, call.actor)  # still busy with a late call
-            for ref in [r for r, w in warming.items() if w[2] <= now]:
-                pool, _, _ = warming.pop(ref)
-                log.warning("ray: a replacement actor did not start in %.0f s", ACTOR_START_S)
-            for i, q in enumerate(queues):  # a pool left without actors cannot answer
-                if q and not idle[i] and not any(c.pool == i for c in running.values()):
-                    if not any(w[0] == i for w in warming.values()):
-                        late += len(q)
-                        q.clear()
-            dispatch()
-        if late:
-            log.info("%d client(s) did not answer within %s s of their dispatch", late, timeout)
-        return [replies[m.metadata.message_id] for m in msgs if m.metadata.message_id in replies]
+        return [
+            calls.replies[m.metadata.message_id]
+            for m in msgs
+            if m.metadata.message_id in calls.replies
+        ]
 
     def _replace(self, pool: int, actor: Any) -> Any:
         import ray
@@ -369,3 +309,109 @@ class RayGrid(InProcessGrid):
         self._pools = []
         if self._owns_ray:
             ray.shutdown()
+
+
+class _Calls:
+    """The calls of one :meth:`RayGrid.send_and_receive`: queued, running, warming actors.
+
+    Each pool has a queue of messages (taken in order) and its idle actors; a running
+    call holds an actor until it answers or passes its deadline; a killed actor's
+    replacement is *warming* until its ``ready()`` answers (or ``ACTOR_START_S`` passes).
+    """
+
+    def __init__(self, grid: RayGrid, msgs: list[Message], timeout: float | None) -> None:
+        self.grid = grid
+        self.timeout = timeout
+        self.queues: list[list[Message]] = [[] for _ in grid._pools]
+        for m in msgs:
+            self.queues[grid._pool_of(m.metadata.dst_node_id)].append(m)
+        for q in self.queues:
+            q.reverse()  # pop() takes them in order
+        self.idle = [list(p.actors) for p in grid._pools]
+        self.running: dict[Any, _Call] = {}
+        self.warming: dict[Any, tuple[int, Any, float]] = {}  # ready() ref -> pool, actor, give up
+        self.replies: dict[str, Message] = {}
+        self.late = 0
+
+    def busy(self) -> bool:
+        """Whether calls are running, or queued messages wait for a warming actor."""
+        return bool(self.running or (self.warming and any(self.queues)))
+
+    def dispatch(self) -> None:
+        """Start queued messages on the idle actors of their pools."""
+        grid = self.grid
+        for i, q in enumerate(self.queues):
+            while q and self.idle[i]:
+                msg = q.pop()
+                actor = self.idle[i].pop()
+                ctx = grid.context(msg.metadata.dst_node_id)
+                before = grid.fingerprint(ctx) if grid.state_store is not None else None
+                deadline = math.inf if self.timeout is None else time.monotonic() + self.timeout
+                ref = actor.run.remote(msg, ctx)
+                self.running[ref] = _Call(i, actor, msg, ctx, before, deadline)
+
+    def restart(self, pool: int, actor: Any) -> None:
+        """Kill ``actor`` and start its replacement (warming until ready)."""
+        new = self.grid._replace(pool, actor)
+        self.warming[new.ready.remote()] = (pool, new, time.monotonic() + ACTOR_START_S)
+
+    def wait(self, ray: Any) -> list[Any]:
+        """The next finished refs (running calls or warming actors), up to a deadline."""
+        ends = [c.deadline for c in self.running.values()] + [w[2] for w in self.warming.values()]
+        left = max(0.0, min(ends) - time.monotonic())
+        done, _ = ray.wait(
+            [*self.running, *self.warming],
+            num_returns=1,
+            timeout=None if math.isinf(left) else left,
+        )
+        return list(done)
+
+    def warmed(self, ray: Any, ref: Any) -> None:
+        """A replacement actor answered ``ready()``: idle, or restarted when it failed."""
+        pool, actor, _ = self.warming.pop(ref)
+        try:
+            ray.get(ref)
+            self.idle[pool].append(actor)
+        except ray.exceptions.RayError as err:
+            log.warning("ray: a replacement actor failed to start (%s)", err)
+            self.restart(pool, actor)
+
+    def finished(self, ray: Any, ref: Any) -> None:
+        """A call answered: keep its reply (an error reply when it raised or its actor died)."""
+        call = self.running.pop(ref)
+        try:
+            reply, state, reason = ray.get(ref)
+        except ray.exceptions.RayError as err:  # actor died: replace it
+            reply, state, reason = None, None, f"{type(err).__name__}: {err}"
+            self.restart(call.pool, call.actor)
+        else:
+            self.idle[call.pool].append(call.actor)
+        msg = call.msg
+        if reply is None:
+            log.debug("client %s raised: %s", msg.metadata.dst_node_id, reason)
+            reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(reason)), reply_to=msg)
+        else:
+            call.ctx.state = state
+            self.grid.release(msg, call.ctx, call.before)
+        reply.metadata.__dict__["_message_id"] = uuid4().hex
+        self.replies[msg.metadata.message_id] = reply
+
+    def expire(self) -> None:
+        """Give up late calls, replacement actors that never start, stranded queues.
+
+        A late call's actor is restarted; the queue of a pool left without any actor
+        (idle, running or warming) cannot answer and counts as late.
+        """
+        now = time.monotonic()
+        for ref in [r for r, c in self.running.items() if c.deadline <= now]:
+            call = self.running.pop(ref)
+            self.late += 1
+            self.restart(call.pool, call.actor)  # still busy with a late call
+        for ref in [r for r, w in self.warming.items() if w[2] <= now]:
+            self.warming.pop(ref)
+            log.warning("ray: a replacement actor did not start in %.0f s", ACTOR_START_S)
+        for i, q in enumerate(self.queues):  # a pool left without actors cannot answer
+            if q and not self.idle[i] and not any(c.pool == i for c in self.running.values()):
+                if not any(w[0] == i for w in self.warming.values()):
+                    self.late += len(q)
+                    q.clear()
