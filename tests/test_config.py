@@ -72,7 +72,7 @@ def test_apply_overrides_does_not_mutate_input():
         ("data.name=imagenet", "data.name='imagenet': unknown dataset; allowed: mnist1d, npz"),
         (
             "distill.loss=nope",
-            "distill.loss='nope': unknown loss; allowed: attention, born_again, hint",
+            "distill.loss='nope': unknown loss; allowed: attention, born_again, ",
         ),
         ("rounds=abc", "rounds='abc': Input should be a valid integer"),
         (
@@ -92,6 +92,15 @@ def test_bad_values_name_key_value_and_allowed(override, message):
         load_config(TINY, [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_unknown_loss_lists_every_registered_one():
+    from fedkd.losses import LOSS_REGISTRY
+
+    with pytest.raises(ConfigError) as err:
+        load_config(TINY, ["distill.loss=nope"])
+    assert str(err.value).endswith(f"allowed: {', '.join(sorted(LOSS_REGISTRY))}")
+    assert {"response", "dkd", "takd"} <= set(LOSS_REGISTRY)
 
 
 def test_missing_and_broken_toml(tmp_path):

@@ -18,11 +18,11 @@ class DistillConfig(Section):
 
     loss: str = Field(
         "response",
-        description="Distillation loss: 'response' (Hinton), 'hint' (FitNets), 'rkd' "
-        "(relational), 'attention' (attention transfer), 'born_again' (self-distillation), "
-        "'mutual' (deep mutual learning), 'takd' (teacher assistants) or a name registered "
-        "with @fedkd.register_loss. Catalogue methods minimise alpha * [soft_target + beta "
-        "* term] + (1 - alpha) * CE; see docs/losses.md.",
+        description="Distillation loss: a method of the catalogue (one file each in "
+        "fedkd/losses/; docs/losses.md lists them with formulas, papers and a measured run: "
+        "'response' (Hinton), 'dkd', 'hint', 'rkd', 'attention', 'born_again', 'mutual', "
+        "'takd', ...) or a name registered with @fedkd.register_loss. Catalogue methods "
+        "minimise alpha * [loss + beta * term] + (1 - alpha) * CE; see docs/losses.md.",
     )
     temperature: float = Field(4.0, gt=0, le=1000, description="Softening temperature T > 0.")
     alpha: float = Field(
