@@ -30,6 +30,25 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
+def sigint_default() -> None:
+    """``preexec_fn``: SIGINT at its default disposition in the child, as a terminal gives it.
+
+    A shell without job control starts a background job (``pytest ... &``, a CI runner, an
+    agent's shell) with SIGINT *ignored*; every child inherits that, and Python then leaves
+    SIGINT ignored instead of raising KeyboardInterrupt. A test that sends the child a
+    Ctrl-C must not depend on how pytest itself was started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def catches_sigint(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGINT (bit 2 of SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    return False
+
+
 def group_alive(pgid: int) -> list[str]:
     """Live (non-zombie) processes in process group ``pgid``."""
     out = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout

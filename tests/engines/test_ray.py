@@ -19,7 +19,7 @@ import pytest
 import fedkd
 
 from ..conftest import ROOT, fedkd_cmd
-from ..procs import BIN, Processes, free_port
+from ..procs import BIN, Processes, catches_sigint, free_port, sigint_default
 
 EDGE_TINY = ROOT / "tests" / "edge_tiny.toml"
 WALL = ("round_time_s", "wall_time_s")
@@ -138,11 +138,6 @@ def test_ray_cluster_started_by_ray_start_head(tmp_path, ray_tmp, inprocess_refe
     assert _ray_pids(ray_tmp) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known regression since the issue-16 renovation: in the full suite the ray run "
-    "ignores SIGINT and finishes with exit 0 (passes when run alone); open, see issue 16's note",
-)
 def test_local_ray_instance_stops_with_the_run_even_on_ctrl_c(tmp_path, ray_tmp):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -152,6 +147,7 @@ def test_local_ray_instance_stops_with_the_run_even_on_ctrl_c(tmp_path, ray_tmp)
         text=True,
         env=_env(ray_tmp),
         start_new_session=True,
+        preexec_fn=sigint_default,  # pytest may run as a background job (SIGINT ignored)
     )
     try:
         deadline = time.time() + 300
@@ -163,6 +159,7 @@ def test_local_ray_instance_stops_with_the_run_even_on_ctrl_c(tmp_path, ray_tmp)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert _ray_pids(ray_tmp), "a local Ray instance should be running"
         assert any("ray::" in line for line in _session(proc.pid)), "actors should be running"
+        assert catches_sigint(proc.pid), "the run has no SIGINT handler"
         proc.send_signal(signal.SIGINT)  # Ctrl-C, to the fedkd process only
         _, err = proc.communicate(timeout=120)
     finally:
