@@ -251,7 +251,9 @@ def privacy_summary(
         labels = teachers.pate_targets[rows].argmax(-1)
         truth = splits.data.y[splits.proxy][rows]
         out["pate_queries"] = len(rows)
-        out["pate_label_accuracy"] = float((labels == truth).mean())
+        # a separate proxy dataset (data.proxy) has no labels to compare with
+        known = not splits.proxy_source
+        out["pate_label_accuracy"] = float((labels == truth).mean()) if known else None
     return out
 
 

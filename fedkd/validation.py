@@ -133,6 +133,7 @@ def _named_values(cfg: FedkdConfig) -> list[tuple[str, Any, Callable[[Any], None
         ("data.name", cfg.data.name, _dataset),
         ("data.teacher_view", cfg.data.teacher_view, _view),
         ("data.student_view", cfg.data.student_view, _view),
+        ("data.proxy", cfg.data.proxy, lambda v: _dataset(v) if v else None),
         ("teachers.models", cfg.teachers.models, _model_specs),
         ("student.model", cfg.student.model, _model_spec),
         ("strategy.name", cfg.strategy.name, _registered(STRATEGY_REGISTRY)),
