@@ -50,6 +50,10 @@ def no_classes(width=16):
     return Wide(40, 7, width)
 
 
+def wrong_input(width=16):
+    return Wide(30, 10, width)
+
+
 def not_a_module(width=16):
     return "a string"
 
@@ -190,3 +194,12 @@ def test_the_converter_writes_safetensors_fedkd_loads(tmp_path):
     bundle = build_teachers(load_config(TINY, [spec, "teachers.count=1"]))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(bundle.models[0].state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_the_big_teacher_script_builds_a_ten_million_parameter_resnet():
+    from .conftest import load_script
+
+    big = load_script("simulations/big_teacher.py", "big_teacher")
+    with torch.device("meta"):
+        model = big.make_teacher((40,), 10)
+    assert 10_000_000 <= sum(p.numel() for p in model.parameters()) <= 12_000_000

@@ -115,6 +115,20 @@ def test_a_teacher_with_the_wrong_number_of_classes_is_one_line(user_package, tm
     )
 
 
+def test_a_factory_whose_forward_fails_is_one_line(user_package, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(user_package))
+    from myteachers.nets import wrong_input
+
+    save_file(wrong_input().state_dict(), str(user_package / "w.safetensors"))
+    line = one_error_line(tmp_path, *factory("myteachers.nets:wrong_input", user_package))
+    assert line.startswith(
+        "error: teachers.given[0]: a forward pass on one input of shape (1, 40) failed ("
+    ), line
+    assert "1x40 and 30x16" in line, line
+
+
 def test_a_teacher_for_other_inputs_is_one_line(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(build_model(MLP, (30,), 10).state_dict(), str(path))

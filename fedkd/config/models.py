@@ -116,7 +116,14 @@ class TeachersConfig(Section):
         ge=1,
         le=MAX_BATCH,
         description="Rows per forward pass when the teachers compute their logits "
-        "(proxy, test, teacher split; lower it for large image teachers).",
+        "(proxy, test and teacher split).",
+    )
+    inference_memory_mb: float = Field(
+        256.0,
+        gt=0,
+        le=1e6,
+        description="Given teachers: fewer rows per forward pass when one batch's "
+        "activations (every module's output, measured on one input) would exceed this.",
     )
 
     @model_validator(mode="before")

@@ -18,7 +18,7 @@ from fedkd.teachers import training
 from fedkd.teachers.bundle import TeacherBundle
 from fedkd.teachers.cache import cache_paths, found_teachers, save_cached
 from fedkd.teachers.given import add_python_path, build_given, total_parameters
-from fedkd.teachers.logits import batched_logits
+from fedkd.teachers.logits import activation_bytes, batched_logits, bounded_batch
 from fedkd.training import accuracy
 from fedkd.views import teacher_shape, teacher_x
 
@@ -92,11 +92,27 @@ def build_teachers(
         models = [build_given(g, i, inputs.shape, inputs.k, sample) for i, g in enumerate(t.given)]
         specs = [g.label for g in t.given]
         cached, given = [False] * len(models), [True] * len(models)
+        batches = [_given_batch(cfg, i, m, sample) for i, m in enumerate(models)]
     else:
         specs = training.teacher_specs(t.models, t.count, inputs.shape, inputs.k)
         models, cached = _trained(cfg, specs, inputs, progress, workers)
         given = [False] * len(specs)
-    return _bundle(models, specs, cached, given, inputs, t.inference_batch_size)
+        batches = [t.inference_batch_size] * len(specs)
+    return _bundle(models, specs, cached, given, inputs, batches)
+
+
+def _given_batch(cfg: FedkdConfig, index: int, model: torch.nn.Module, x1: torch.Tensor) -> int:
+    """Rows per forward pass of given teacher ``index`` (its activations bounded)."""
+    t = cfg.teachers
+    per_row = activation_bytes(model, x1)
+    batch = bounded_batch(per_row, t.inference_batch_size, t.inference_memory_mb)
+    log.info(
+        "given teacher %d: %.1f KB of activations per row, %d rows per forward pass",
+        index,
+        per_row / 1024,
+        batch,
+    )
+    return batch
 
 
 def _trained(
@@ -130,7 +146,7 @@ def _bundle(
     cached: list[bool],
     given: list[bool],
     inputs: _Inputs,
-    batch_size: int,
+    batches: list[int],
 ) -> TeacherBundle:
     """Each teacher's logits (test, proxy) and accuracies (test, teacher split), once."""
     k = inputs.k
@@ -141,7 +157,7 @@ def _bundle(
         out = []
         for i, m in enumerate(models):
             start = time.perf_counter()
-            out.append(batched_logits(m, x, batch_size).numpy())
+            out.append(batched_logits(m, x, batches[i]).numpy())
             if given[i]:
                 log.info(
                     "given teacher %d: %s logits of %d rows in %.2f s",
@@ -163,7 +179,8 @@ def _bundle(
         test_logits=test_logits,
         test_accuracy=[accuracy(torch.from_numpy(z), inputs.ys) for z in test_logits],
         train_accuracy=[
-            accuracy(batched_logits(m, inputs.xt, batch_size), inputs.yt) for m in models
+            accuracy(batched_logits(m, inputs.xt, b), inputs.yt)
+            for m, b in zip(models, batches, strict=True)
         ],
         cached=cached,
         models=models,

@@ -52,3 +52,32 @@ def batched_logits(
         out[start : start + len(z)] = z.cpu()
     assert out is not None
     return out
+
+
+@torch.no_grad()
+def activation_bytes(model: nn.Module, x1: torch.Tensor) -> int:
+    """Bytes of every module's output tensors in one forward pass on ``x1`` (one row).
+
+    A bound from above on the activations one row keeps alive during inference (the sum
+    over all modules, whether or not they are alive at the same time).
+    """
+    total = 0
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        outs = output if isinstance(output, tuple | list) else (output,)
+        total += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+
+    model.eval()
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def bounded_batch(per_row: int, cap: int, budget_mb: float) -> int:
+    """Rows per forward pass: at most ``cap``, and ``per_row`` bytes each under the budget."""
+    return max(1, min(cap, int(budget_mb * 2**20) // max(per_row, 1)))
