@@ -101,6 +101,16 @@ def test_a_factory_that_cannot_give_a_module_is_one_line(user_package, tmp_path,
     assert f"teachers.given[0].factory='{name}'" in line and expected in line, line
 
 
+def test_factory_import_and_call_errors_give_the_users_reason(user_package, tmp_path):
+    (user_package / "needs_dep.py").write_text("import timm_not_installed\n")
+    line = one_error_line(tmp_path, *factory("needs_dep:make", user_package))
+    assert "importing needs_dep failed (ModuleNotFoundError: No module named" in line, line
+    overrides = factory("myteachers.nets:make_teacher", user_package)
+    overrides[0] = overrides[0].replace("weights=", "kwargs={widht=3}, weights=")
+    line = one_error_line(tmp_path, *overrides)
+    assert "calling it failed (TypeError: make_teacher() got an unexpected keyword" in line, line
+
+
 def test_a_teacher_with_the_wrong_number_of_classes_is_one_line(user_package, tmp_path):
     import sys
 

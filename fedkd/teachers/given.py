@@ -46,7 +46,7 @@ def import_factory(path: str, where: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):
+        if err.name and (module_name == err.name or module_name.startswith(f"{err.name}.")):
             raise ConfigError(
                 f"{key}: no module named {err.name!r} on sys.path (add its folder to "
                 "teachers.python_path or install it)"
