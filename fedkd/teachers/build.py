@@ -88,6 +88,8 @@ def build_teachers(
     t = cfg.teachers
     if t.given:
         add_python_path(t.python_path)
+        if progress:
+            progress(f"loading {len(t.given)} given teacher(s)")
         sample = inputs.xs[:1] if len(inputs.xs) else inputs.xt[:1]
         models = [build_given(g, i, inputs.shape, inputs.k, sample) for i, g in enumerate(t.given)]
         specs = [g.label for g in t.given]
