@@ -173,13 +173,21 @@ def models_summary(teachers: TeacherBundle, student: str, student_params: int) -
     """``summary.json`` ``models``: each teacher's spec, size, accuracy; the student's size."""
     return {
         "teachers": [
-            {"spec": s, "parameters": n, "test_accuracy": a, "cached": c}
-            for s, n, a, c in zip(
-                teachers.specs,
-                teachers.parameters,
-                teachers.test_accuracy,
-                teachers.cached,
-                strict=True,
+            {
+                "spec": s,
+                "parameters": n,
+                "test_accuracy": a,
+                "cached": c,
+                "given": teachers.is_given(i),
+            }
+            for i, (s, n, a, c) in enumerate(
+                zip(
+                    teachers.specs,
+                    teachers.parameters,
+                    teachers.test_accuracy,
+                    teachers.cached,
+                    strict=True,
+                )
             )
         ],
         "student": {"spec": student, "parameters": student_params},

@@ -142,6 +142,9 @@ def _named_values(cfg: FedkdConfig) -> list[tuple[str, Any, Callable[[Any], None
         ("distill.loss", cfg.distill.loss, _registered(LOSS_REGISTRY)),
         ("distill.assistants", cfg.distill.assistants, _model_specs),
     ]
+    for i, given in enumerate(cfg.teachers.given):
+        if given.model is not None:
+            out.append((f"teachers.given[{i}].model", given.model, _model_spec))
     for i, tier in enumerate(cfg.devices.tiers):
         if tier.student is not None:
             out.append((f"devices.tiers[{i}].student", tier.student, _model_spec))
@@ -227,6 +230,12 @@ def privacy_supported(cfg: FedkdConfig) -> None:
 def _pate_setup(cfg: FedkdConfig) -> None:
     if cfg.teachers.count < 2:
         raise ValueError("privacy.mode='pate' needs teachers.count >= 2 (teachers vote)")
+    if cfg.teachers.given:
+        raise ValueError(
+            "privacy.mode='pate' needs teachers fedkd trains on disjoint shards of the "
+            "teacher split; teachers.given were trained elsewhere, on data its epsilon "
+            "does not cover"
+        )
     if cfg.strategy.warm_start_epochs:
         raise ValueError(
             f"privacy.mode='pate' with strategy.warm_start_epochs="

@@ -24,10 +24,10 @@ from fedkd.strategies import base as strategy_base
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fedkd import teachers
 from fedkd.cli import app
 from fedkd.cli.shell import fail_os
 from fedkd.config import FedkdConfig, TierConfig
+from fedkd.teachers import training as teacher_training
 from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
@@ -65,7 +65,7 @@ def _no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise ReachedTraining("input accepted: the run reached teacher training or rounds")
 
-    monkeypatch.setattr(teachers, "_train_one", refuse)
+    monkeypatch.setattr(teacher_training, "train_one", refuse)
     monkeypatch.setattr(strategy_base.KDStrategy, "start", refuse)
 
 

@@ -257,6 +257,8 @@ def _attack_teachers(attack: _Attack) -> None:
     cfg, splits = attack.cfg, attack.splits
     bundle = build_teachers(cfg)
     for i, (spec, model) in enumerate(zip(bundle.specs, bundle.models, strict=True)):
+        if bundle.is_given(i):
+            continue  # trained elsewhere: the teacher split holds none of its members
         rows = teacher_rows(cfg, i, len(splits.teacher))
         own = splits.teacher[np.unique(rows)] if rows is not None else splits.teacher
         attack.add(f"teacher_{i}", model, spec, own)
