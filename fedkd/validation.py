@@ -110,7 +110,10 @@ def _registered(registry: Registry[Any]) -> Callable[[str], None]:
 
 def _dataset(name: str) -> None:
     if name.split(":", 1)[0] not in DATASET_REGISTRY:
-        raise ValueError(f"unknown dataset; allowed: {DATASET_REGISTRY.allowed()}, npz:PATH")
+        raise ValueError(
+            f"unknown dataset; allowed: {DATASET_REGISTRY.allowed()} "
+            "(npz:PATH, hf:NAME or hf:/PATH)"
+        )
 
 
 def _view(spec: str) -> None:

@@ -169,3 +169,30 @@ def test_bad_image_inputs_are_one_line_exit_2(tmp_path, make, extra, message):
     assert message in lines[0], lines[0]
     if "proxy" in message:
         assert "(2, 8, 8)" in lines[0] and "(3, 8, 8)" in lines[0]
+
+
+def test_registered_dataset_as_proxy_drops_its_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 40)).astype(np.float32)
+    np.savez(tmp_path / "sig.npz", x=x, y=rng.integers(0, 4, 300))
+    cfg = DataConfig(
+        name=f"npz:{tmp_path / 'sig.npz'}",
+        proxy="mnist1d",
+        num_samples=500,
+        teacher_size=100,
+        proxy_size=0.5,
+        client_pool_size=100,
+        test_size=100,
+    )
+    s = make_splits(cfg, 0)
+    assert len(s.proxy) == 250 and (s.data.y[s.proxy] == -1).all()
+    assert s.data.num_classes == 4  # the proxy's 10 mnist1d classes are not seen
+    ref = x[s.teacher]
+    mean, std = float(ref.mean()), float(ref.std() + 1e-8)
+    np.testing.assert_allclose(s.x(s.teacher), (x[s.teacher] - mean) / std, rtol=1e-5)
+    too_many = cfg.model_copy(update={"proxy_size": 501})
+    with pytest.raises(
+        DataError,
+        match=r"data.proxy=mnist1d: data.proxy_size=501 gives 501 rows; the proxy dataset has 500",
+    ):
+        make_splits(too_many, 0)

@@ -19,8 +19,10 @@ class DataConfig(Section):
         "mnist1d",
         description="'mnist1d' (generated offline, cached under $FEDKD_CACHE), "
         "'npz:PATH' (a file with 'x' of shape (N, features), (N, channels, length) or "
-        "images (N, H, W) / (N, C, H, W) / (N, H, W, C), and integer labels 'y'), or a "
-        "registered dataset. See docs/data.md.",
+        "images (N, H, W) / (N, C, H, W) / (N, H, W, C), and integer labels 'y'), "
+        "'hf:NAME' (a Hugging Face hub dataset from the local cache, read offline), "
+        "'hf:/PATH' (a local copy: save_to_disk directory, parquet files or an image "
+        "folder), or a registered dataset. See docs/data.md.",
     )
     layout: Literal["auto", "channels_first", "channels_last"] = Field(
         "auto",
@@ -29,6 +31,28 @@ class DataConfig(Section):
         "(N, C, H, W); 3-D uint8 x is (N, H, W) (one channel); 3-D x of another dtype is a "
         "1-D signal (N, channels, length). 'channels_first' / 'channels_last': x is (N, C, "
         "H, W) / (N, H, W, C), or (N, H, W) as one channel.",
+    )
+    image_column: str = Field(
+        "auto",
+        min_length=1,
+        description="hf: datasets only: the column of samples. 'auto': the first Image "
+        "column, else 'img' or 'image'.",
+    )
+    label_column: str = Field(
+        "label",
+        min_length=1,
+        description="hf: datasets only: the column of integer labels (never read for data.proxy).",
+    )
+    hf_splits: tuple[str, ...] = Field(
+        (),
+        max_length=64,
+        description="hf: datasets only: which splits are pooled (e.g. ['train', 'test']); "
+        "[] pools all. fedkd then cuts its own teacher / proxy / client / test splits.",
+    )
+    hf_revision: str = Field(
+        "",
+        description="hf: hub datasets only: the revision (branch, tag or commit) to read "
+        "from the local cache; '' is the default one.",
     )
     proxy: str = Field(
         "",

@@ -12,7 +12,7 @@ and seeded; ``data.proxy`` takes the proxy rows from another dataset
 (:mod:`fedkd.data.partitions`). See docs/data.md.
 """
 
-from fedkd.data import mnist1d  # noqa: F401 - registers its loader
+from fedkd.data import hub, mnist1d  # noqa: F401 - register their loaders
 from fedkd.data.dataset import (
     CACHE_LOCK,
     DATASET_REGISTRY,
@@ -25,6 +25,7 @@ from fedkd.data.dataset import (
     validate_dataset,
     validate_x,
 )
+from fedkd.data.hub import load_hf, load_hf_samples
 from fedkd.data.images import LAYOUTS, channel_stats, standardize_images, to_channels_first
 from fedkd.data.mnist1d import load_mnist1d
 from fedkd.data.npz import MAX_NPZ_BYTES, load_npz, load_npz_samples, npz_headers
@@ -56,6 +57,8 @@ __all__ = [
     "client_partitions",
     "data_holders",
     "load_dataset",
+    "load_hf",
+    "load_hf_samples",
     "load_mnist1d",
     "load_npz",
     "load_npz_samples",
