@@ -173,13 +173,21 @@ def models_summary(teachers: TeacherBundle, student: str, student_params: int) -
     """``summary.json`` ``models``: each teacher's spec, size, accuracy; the student's size."""
     return {
         "teachers": [
-            {"spec": s, "parameters": n, "test_accuracy": a, "cached": c}
-            for s, n, a, c in zip(
-                teachers.specs,
-                teachers.parameters,
-                teachers.test_accuracy,
-                teachers.cached,
-                strict=True,
+            {
+                "spec": s,
+                "parameters": n,
+                "test_accuracy": a,
+                "cached": c,
+                "given": teachers.is_given(i),
+            }
+            for i, (s, n, a, c) in enumerate(
+                zip(
+                    teachers.specs,
+                    teachers.parameters,
+                    teachers.test_accuracy,
+                    teachers.cached,
+                    strict=True,
+                )
             )
         ],
         "student": {"spec": student, "parameters": student_params},
@@ -251,7 +259,9 @@ def privacy_summary(
         labels = teachers.pate_targets[rows].argmax(-1)
         truth = splits.data.y[splits.proxy][rows]
         out["pate_queries"] = len(rows)
-        out["pate_label_accuracy"] = float((labels == truth).mean())
+        # a separate proxy dataset (data.proxy) has no labels to compare with
+        known = not splits.proxy_source
+        out["pate_label_accuracy"] = float((labels == truth).mean()) if known else None
     return out
 
 

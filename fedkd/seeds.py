@@ -39,6 +39,7 @@ STREAMS: dict[str, int] = {
     "views.outside_noise": 32,  # fedkd.views: 'noise:S' on a device's own samples
     "pate.query_rows": 33,  # fedkd.privacy.pate: which proxy rows the teachers label
     "data.owners": 34,  # fedkd.data: which clients hold data when the pool is too small
+    "data.proxy_rows": 37,  # fedkd.data.proxy: rows drawn from a separate proxy dataset
     "rkd.projection": 43,  # fedkd.losses.rkd: the random projection of the features
     "membership.test": 51,  # fedkd.privacy.membership: test rows of the attack
     "membership.pairs": 52,  # fedkd.privacy.membership: member / non-member draws

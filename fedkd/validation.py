@@ -110,7 +110,10 @@ def _registered(registry: Registry[Any]) -> Callable[[str], None]:
 
 def _dataset(name: str) -> None:
     if name.split(":", 1)[0] not in DATASET_REGISTRY:
-        raise ValueError(f"unknown dataset; allowed: {DATASET_REGISTRY.allowed()}, npz:PATH")
+        raise ValueError(
+            f"unknown dataset; allowed: {DATASET_REGISTRY.allowed()} "
+            "(npz:PATH, hf:NAME or hf:/PATH)"
+        )
 
 
 def _view(spec: str) -> None:
@@ -133,6 +136,7 @@ def _named_values(cfg: FedkdConfig) -> list[tuple[str, Any, Callable[[Any], None
         ("data.name", cfg.data.name, _dataset),
         ("data.teacher_view", cfg.data.teacher_view, _view),
         ("data.student_view", cfg.data.student_view, _view),
+        ("data.proxy", cfg.data.proxy, lambda v: _dataset(v) if v else None),
         ("teachers.models", cfg.teachers.models, _model_specs),
         ("student.model", cfg.student.model, _model_spec),
         ("strategy.name", cfg.strategy.name, _registered(STRATEGY_REGISTRY)),
@@ -141,6 +145,9 @@ def _named_values(cfg: FedkdConfig) -> list[tuple[str, Any, Callable[[Any], None
         ("distill.loss", cfg.distill.loss, _registered(LOSS_REGISTRY)),
         ("distill.assistants", cfg.distill.assistants, _model_specs),
     ]
+    for i, given in enumerate(cfg.teachers.given):
+        if given.model is not None:
+            out.append((f"teachers.given[{i}].model", given.model, _model_spec))
     for i, tier in enumerate(cfg.devices.tiers):
         if tier.student is not None:
             out.append((f"devices.tiers[{i}].student", tier.student, _model_spec))
@@ -226,6 +233,12 @@ def privacy_supported(cfg: FedkdConfig) -> None:
 def _pate_setup(cfg: FedkdConfig) -> None:
     if cfg.teachers.count < 2:
         raise ValueError("privacy.mode='pate' needs teachers.count >= 2 (teachers vote)")
+    if cfg.teachers.given:
+        raise ValueError(
+            "privacy.mode='pate' needs teachers fedkd trains on disjoint shards of the "
+            "teacher split; teachers.given were trained elsewhere, on data its epsilon "
+            "does not cover"
+        )
     if cfg.strategy.warm_start_epochs:
         raise ValueError(
             f"privacy.mode='pate' with strategy.warm_start_epochs="

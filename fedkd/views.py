@@ -12,6 +12,9 @@
 * ``array:NAME``: another array of the user's npz, with one row per sample of ``x``
   (e.g. a second modality), standardised like ``x``.
 
+On images (N, C, H, W) only ``full``, ``noise:S``, ``channels:I,J,...`` and ``array:NAME``
+apply; ``downsample`` and ``crop`` act along a 1-D length and are refused with one line.
+
 Views apply to every split a side sees: teachers train and predict on their view of the
 teacher and proxy splits; students see their view of private data, proxy and test.
 """
@@ -60,12 +63,17 @@ def parse_view(spec: str) -> tuple[str, tuple[object, ...]]:
 
 
 def transform(spec: str, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-    """Apply view ``spec`` to samples ``x`` ``(N, L)`` or ``(N, C, L)`` (not ``array:``).
+    """Apply view ``spec`` to samples ``x`` (N, L), (N, C, L) or (N, C, H, W) (not ``array:``).
 
     ``noise`` (``noise:S`` only) is standard-normal noise of ``x``'s shape.
     """
     kind, args = parse_view(spec)
     length = x.shape[-1]
+    if x.ndim == 4 and kind in ("downsample", "crop"):
+        raise ValueError(
+            f"view {spec!r} applies to 1-D samples (L) or (C, L), the samples are images "
+            f"{x.shape[1:]}; images allow full, noise:S, channels:I,J,..., array:NAME"
+        )
     if kind == "full":
         return x
     if kind == "downsample":
@@ -82,11 +90,13 @@ def transform(spec: str, x: np.ndarray, noise: np.ndarray | None = None) -> np.n
             raise ValueError(f"view {spec!r}: stop {b} exceeds the sample length {length}")
         return np.ascontiguousarray(x[..., a:b])
     if kind == "channels":
-        if x.ndim != 3:
-            raise ValueError(f"view {spec!r} needs samples of shape (C, L), got {x.shape[1:]}")
+        if x.ndim not in (3, 4):
+            raise ValueError(
+                f"view {spec!r} needs samples of shape (C, L) or (C, H, W), got {x.shape[1:]}"
+            )
         if max(args) >= x.shape[1]:  # type: ignore[type-var]
             raise ValueError(f"view {spec!r}: the samples have {x.shape[1]} channels")
-        return np.ascontiguousarray(x[:, list(args), :])  # type: ignore[arg-type]
+        return np.ascontiguousarray(x[:, list(args)])  # type: ignore[arg-type]
     if kind == "noise":
         (sigma,) = args
         if noise is None:
@@ -111,7 +121,7 @@ def view_rows(spec: str, splits: Splits, rows: np.ndarray, seed: int) -> np.ndar
     if kind == "noise":
         noise = rng(seed, "views.noise").standard_normal(splits.data.x.shape, dtype=np.float32)
         noise = noise[rows]
-    return transform(spec, splits.data.x[rows], noise)
+    return transform(spec, splits.x(rows), noise)
 
 
 def view_samples(spec: str, x: np.ndarray, seed: int) -> np.ndarray:

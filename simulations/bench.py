@@ -73,7 +73,8 @@ def run_bare(cfg: Any) -> dict[str, Any]:
     parts = client_partitions(cfg.data, cfg.partition, cfg.num_clients, cfg.seed)
     teachers = build_teachers(cfg)
     targets_all = torch.from_numpy(teachers.proxy_logits.mean(0).astype(np.float32))
-    x, y = torch.from_numpy(splits.data.x), torch.from_numpy(splits.data.y)
+    x = torch.from_numpy(splits.x(np.arange(len(splits.data.y))))
+    y = torch.from_numpy(splits.data.y)
     x_proxy_all = x[torch.from_numpy(splits.proxy)]
     x_test, y_test = x[torch.from_numpy(splits.test)], y[torch.from_numpy(splits.test)]
     shape, classes = splits.data.input_shape, splits.data.num_classes

@@ -24,10 +24,10 @@ from fedkd.strategies import base as strategy_base
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fedkd import teachers
 from fedkd.cli import app
 from fedkd.cli.shell import fail_os
 from fedkd.config import FedkdConfig, TierConfig
+from fedkd.teachers import training as teacher_training
 from fedkd.validation import load_config
 
 from .conftest import TINY, fedkd_cmd
@@ -65,7 +65,7 @@ def _no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise ReachedTraining("input accepted: the run reached teacher training or rounds")
 
-    monkeypatch.setattr(teachers, "_train_one", refuse)
+    monkeypatch.setattr(teacher_training, "train_one", refuse)
     monkeypatch.setattr(strategy_base.KDStrategy, "start", refuse)
 
 
@@ -328,8 +328,8 @@ DATA_FILES = [
     ("missing x and y", _savez(a=X), "missing array(s) x, y"),
     ("y wrong length", _savez(x=X, y=Y[:-1]), "y has shape (63,) but x has 64 samples"),
     ("y 2-d", _savez(x=X, y=Y[:, None]), "need y of shape (N,)"),
-    ("x 1-d", _savez(x=X[:, 0], y=Y), "allowed: (N, features) or (N, channels, length)"),
-    ("x 4-d", _savez(x=X.reshape(N, 2, 3, 2), y=Y), "x has shape (64, 2, 3, 2)"),
+    ("x 1-d", _savez(x=X[:, 0], y=Y), "allowed: (N, features), (N, channels, length) or images"),
+    ("x 5-d", _savez(x=X.reshape(N, 2, 3, 2, 1), y=Y), "x has shape (64, 2, 3, 2, 1)"),
     ("zero features", _savez(x=np.zeros((N, 0)), y=Y), "no axis of length 0"),
     ("zero length", _savez(x=np.zeros((N, 3, 0)), y=Y), "x has shape (64, 3, 0)"),
     ("no samples", _savez(x=np.zeros((0, 12)), y=np.zeros(0, int)), "x has 0 samples"),

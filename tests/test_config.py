@@ -69,7 +69,10 @@ def test_apply_overrides_does_not_mutate_input():
         ),
         ("student.model=resnet", "unknown model family 'resnet'; allowed: cnn, mlp"),
         ("teachers.models=['vit']", "unknown model family 'vit'"),
-        ("data.name=imagenet", "data.name='imagenet': unknown dataset; allowed: mnist1d, npz"),
+        (
+            "data.name=imagenet",
+            "data.name='imagenet': unknown dataset; allowed: hf, mnist1d, npz (npz:PATH, hf:NAME",
+        ),
         (
             "distill.loss=nope",
             "distill.loss='nope': unknown loss; allowed: attention, born_again, ",

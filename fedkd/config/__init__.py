@@ -16,7 +16,7 @@ from fedkd.config.data import DataConfig, PartitionConfig
 from fedkd.config.devices import PRESETS, DevicesConfig, RayConfig, TierConfig
 from fedkd.config.distill import DistillConfig
 from fedkd.config.errors import validate_schema
-from fedkd.config.models import StudentConfig, TeachersConfig
+from fedkd.config.models import GivenTeacher, StudentConfig, TeachersConfig
 from fedkd.config.privacy import PrivacyConfig
 from fedkd.config.run import FedkdConfig
 from fedkd.config.strategy import BaselinesConfig, EvaluateConfig, StrategyConfig
@@ -33,6 +33,7 @@ __all__ = [
     "DistillConfig",
     "EvaluateConfig",
     "FedkdConfig",
+    "GivenTeacher",
     "PartitionConfig",
     "PrivacyConfig",
     "RayConfig",

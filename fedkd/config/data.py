@@ -17,9 +17,49 @@ class DataConfig(Section):
 
     name: str = Field(
         "mnist1d",
-        description="'mnist1d' (generated offline, cached under $FEDKD_CACHE) or "
-        "'npz:PATH' (a file with 'x' of shape (N, features) or (N, channels, length) "
-        "and integer labels 'y').",
+        description="'mnist1d' (generated offline, cached under $FEDKD_CACHE), "
+        "'npz:PATH' (a file with 'x' of shape (N, features), (N, channels, length) or "
+        "images (N, H, W) / (N, C, H, W) / (N, H, W, C), and integer labels 'y'), "
+        "'hf:NAME' (a Hugging Face hub dataset from the local cache, read offline), "
+        "'hf:/PATH' (a local copy: save_to_disk directory, parquet files or an image "
+        "folder), or a registered dataset. See docs/data.md.",
+    )
+    layout: Literal["auto", "channels_first", "channels_last"] = Field(
+        "auto",
+        description="How an npz's image array is laid out. 'auto': 4-D x is channels-last "
+        "(N, H, W, C) when its last axis is 1, 3 or 4 long and its second is not, else "
+        "(N, C, H, W); 3-D uint8 x is (N, H, W) (one channel); 3-D x of another dtype is a "
+        "1-D signal (N, channels, length). 'channels_first' / 'channels_last': x is (N, C, "
+        "H, W) / (N, H, W, C), or (N, H, W) as one channel.",
+    )
+    image_column: str = Field(
+        "auto",
+        min_length=1,
+        description="hf: datasets only: the column of samples. 'auto': the first Image "
+        "column, else 'img' or 'image'.",
+    )
+    label_column: str = Field(
+        "label",
+        min_length=1,
+        description="hf: datasets only: the column of integer labels (never read for data.proxy).",
+    )
+    hf_splits: tuple[str, ...] = Field(
+        (),
+        max_length=64,
+        description="hf: datasets only: which splits are pooled (e.g. ['train', 'test']); "
+        "[] pools all. fedkd then cuts its own teacher / proxy / client / test splits.",
+    )
+    hf_revision: str = Field(
+        "",
+        description="hf: hub datasets only: the revision (branch, tag or commit) to read "
+        "from the local cache; '' is the default one.",
+    )
+    proxy: str = Field(
+        "",
+        description="A separate public proxy dataset (any name data.name accepts; an npz "
+        "needs only 'x'); its labels are never read. '' takes the proxy split from the "
+        "main dataset. Its samples must have the main dataset's shape; they are "
+        "standardised with the main teacher split's statistics.",
     )
     num_samples: int = Field(
         20000,
@@ -34,7 +74,12 @@ class DataConfig(Section):
         description="Labeled teacher-train split: a fraction (< 1) or a count.",
     )
     proxy_size: Size = Field(
-        0.2, gt=0, le=MAX_SAMPLES, description="Public proxy split (labels never used by students)."
+        0.2,
+        gt=0,
+        le=MAX_SAMPLES,
+        description="Public proxy split (labels never used by students): a fraction (< 1) "
+        "or a count of the main dataset, or with data.proxy of the proxy dataset's rows "
+        "(drawn seeded).",
     )
     client_pool_size: Size = Field(
         0.2,
@@ -65,10 +110,19 @@ class DataConfig(Section):
     @field_validator("name")
     @classmethod
     def _npz_has_path(cls, v: str) -> str:
-        # the dataset registry is checked by fedkd.validation
-        if v.split(":", 1)[0] == "npz" and not v[4:]:
-            raise ValueError("npz needs a path: npz:PATH")
-        return v
+        return _name_has_arg(v)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_has_path(cls, v: str) -> str:
+        return _name_has_arg(v) if v else v
+
+
+def _name_has_arg(v: str) -> str:
+    # the dataset registry is checked by fedkd.validation
+    if v.split(":", 1)[0] == "npz" and not v[4:]:
+        raise ValueError("npz needs a path: npz:PATH")
+    return v
 
 
 class PartitionConfig(Section):

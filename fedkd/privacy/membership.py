@@ -106,7 +106,7 @@ def _server_view_model(cfg: FedkdConfig, run: Path, splits: Any) -> tuple[Any, s
     spec = cfg.student_model(0)
     model = build_seeded_model(spec, splits.data.input_shape, splits.data.num_classes, 99)
     opt = make_optimizer("adam", list(model.parameters()), 1e-2)
-    x_proxy = torch.from_numpy(splits.data.x[splits.proxy][idx])
+    x_proxy = torch.from_numpy(splits.x(splits.proxy[idx]))
     empty = torch.zeros((0, *x_proxy.shape[1:]))
     fit_distill(
         model,
@@ -165,6 +165,16 @@ def attack_run(run_dir: str | Path, reference_epochs: int = 30) -> dict[str, Any
     return report
 
 
+class _Rows:
+    """``rows -> standardised samples`` of the splits (uint8 images converted per call)."""
+
+    def __init__(self, splits: Any) -> None:
+        self.splits = splits
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return self.splits.x(rows)
+
+
 class _Attack:
     """The attack's state: population and non-member pools, reference models, scores.
 
@@ -176,7 +186,7 @@ class _Attack:
         self.cfg = cfg
         self.reference_epochs = reference_epochs
         self.splits = splits = make_splits(cfg.data, cfg.seed)
-        self.x_all, self.y_all = splits.data.x, splits.data.y
+        self.x_all, self.y_all = _Rows(splits), splits.data.y
         test = seeds.rng(cfg.seed, "membership.test").permutation(splits.test)
         self.population, self.outside = test[: len(test) // 2], test[len(test) // 2 :]
         self.rng = seeds.rng(cfg.seed, "membership.pairs")
@@ -247,6 +257,8 @@ def _attack_teachers(attack: _Attack) -> None:
     cfg, splits = attack.cfg, attack.splits
     bundle = build_teachers(cfg)
     for i, (spec, model) in enumerate(zip(bundle.specs, bundle.models, strict=True)):
+        if bundle.is_given(i):
+            continue  # trained elsewhere: the teacher split holds none of its members
         rows = teacher_rows(cfg, i, len(splits.teacher))
         own = splits.teacher[np.unique(rows)] if rows is not None else splits.teacher
         attack.add(f"teacher_{i}", model, spec, own)
